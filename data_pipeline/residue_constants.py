@@ -152,8 +152,9 @@ def sequence_to_onehot(
     Args:
       sequence: residue letters, e.g. ``"MKV"``.
       mapping: letter -> index; its values must be exactly 0..n-1 (repeats allowed).
-      map_unknown_to_x: encode letters absent from ``mapping`` as ``mapping["X"]``
-        (the letters must still be upper-case A-Z); otherwise they are an error.
+      map_unknown_to_x: encode letters absent from ``mapping`` as ``mapping["X"]``;
+        every character must then be an upper-case letter (so no gaps). Otherwise
+        letters absent from ``mapping`` are an error.
 
     Returns:
       int32 array ``[len(sequence), n]``.
@@ -171,18 +172,20 @@ def sequence_to_onehot(
         )
     indices = np.empty(len(sequence), dtype=np.int64)
     for pos, letter in enumerate(sequence):
-        if letter in mapping and (not map_unknown_to_x or "X" in mapping):
+        if not map_unknown_to_x:
+            if letter not in mapping:
+                raise UnknownResidueError(
+                    f"Residue {letter!r} at position {pos} is not in the mapping "
+                    f"(known: {''.join(sorted(mapping))}); pass map_unknown_to_x=True to "
+                    "encode unknown letters as X."
+                )
             indices[pos] = mapping[letter]
-        elif not map_unknown_to_x:
-            raise UnknownResidueError(
-                f"Residue {letter!r} at position {pos} is not in the mapping "
-                f"(known: {''.join(sorted(mapping))}); pass map_unknown_to_x=True to "
-                "encode unknown letters as X."
-            )
         elif not (letter.isalpha() and letter.isupper()):
+            # With map_unknown_to_x only letters are accepted, even if the mapping has
+            # other symbols (e.g. the gap): AF2 behaves the same way.
             raise ValueError(
                 f"Invalid character in the sequence: {letter!r} at position {pos}; "
-                "only upper-case letters are allowed."
+                "only upper-case letters are allowed with map_unknown_to_x=True."
             )
         elif "X" not in mapping:
             raise UnknownResidueError(
@@ -190,7 +193,7 @@ def sequence_to_onehot(
                 "restype_order_with_x."
             )
         else:
-            indices[pos] = mapping["X"]
+            indices[pos] = mapping.get(letter, mapping["X"])
     onehot = np.zeros((len(sequence), num_classes), dtype=np.int32)
     onehot[np.arange(len(sequence)), indices] = 1
     return onehot
