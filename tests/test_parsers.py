@@ -59,7 +59,8 @@ def test_fasta_matches_reference(path):
 @pytest.mark.parametrize("text, pattern", [
     ("", r"f\.fa: no FASTA records"),
     (">a\nMKV\n>b\n\n>c\nMK\n", r"f\.fa:3: record 'b' has no sequence"),
-    (">a x\nMKV\n>b\nMK\n>a y\nMKL\n", r"f\.fa:5: duplicate record name 'a' \(first used at line 1\)"),
+    (">a x\nMKV\n>b\nMK\n>a y\nMKL\n",
+     r"f\.fa:5: duplicate record name 'a' \(first used at line 1\)"),
     (">a\nMKV\nMK1L\n", r"f\.fa:3:3: invalid residue letter '1'"),
     (">a\nMK*\n", r"f\.fa:2:3: invalid residue letter '\*'"),
     (">a\nMK-L\n", r"f\.fa:2:3: invalid residue letter '-'"),
@@ -176,7 +177,8 @@ def test_stockholm_dedup_and_empty_columns_shrink_real_alignment():
     msa = parsers.parse_stockholm(dedup)
     keys = ["".join(s) for s in msa.sequences]
     assert len(set(keys)) == len(keys) < n_before
-    trimmed = parsers.read_stockholm_alignment(parsers.remove_empty_columns_from_stockholm_msa(dedup))
+    trimmed = parsers.read_stockholm_alignment(
+        parsers.remove_empty_columns_from_stockholm_msa(dedup))
     columns = np.array([list(s) for s in trimmed.sequences.values()])
     assert (columns != "-").any(axis=0).all()
 
@@ -242,7 +244,7 @@ def test_hhr_hits_agree_with_summary_table_and_query(path):
         assert (q_idx[0] + 1, q_idx[-1] + 1) == (int(row[7]), int(row[8]))
         assert (t_idx[0] + 1, t_idx[-1] + 1) == (int(row[9]), int(row[10]))
         assert len(hit.query) == len(hit.hit_sequence) == len(hit.indices_query)
-        for letter, index in zip(hit.query, hit.indices_query):
+        for letter, index in zip(hit.query, hit.indices_query, strict=True):
             assert (letter == "-") == (index == -1)
             assert index == -1 or letter == query[index]
 
@@ -254,7 +256,7 @@ def test_hhr_matches_reference(path):
     ours = parsers.parse_hhr(text, str(path))
     theirs = ref.parse_hhr(text)
     assert len(ours) == len(theirs)
-    for a, b in zip(ours, theirs):
+    for a, b in zip(ours, theirs, strict=True):
         for field in _FIELDS:
             assert getattr(a, field) == getattr(b, field), (a.index, field)
 
@@ -316,7 +318,7 @@ def test_mmcif_matches_reference(pdb_id):
         names = [theirs.seqres_to_structure[chain][i].name for i in range(len(seqres))]
         # Official AF2 gives modified residues their parent's letter (MSE -> M).
         expected = "".join(c if c != "X" else protein_letters_3to1_extended.get(n, "X")
-                           for c, n in zip(seqres, names))
+                           for c, n in zip(seqres, names, strict=True))
         assert ours.chain_to_seqres[chain] == expected
         structure_chain = theirs.structure[chain]
         for index, res_ref in theirs.seqres_to_structure[chain].items():

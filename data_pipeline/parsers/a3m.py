@@ -13,7 +13,7 @@ import logging
 import os
 import re
 import string
-from typing import List, Sequence
+from collections.abc import Sequence
 
 from data_pipeline.parsers.fasta import PathLike, iter_fasta_records
 
@@ -53,7 +53,7 @@ class Msa:
     def __len__(self) -> int:
         return len(self.sequences)
 
-    def truncate(self, max_seqs: int) -> "Msa":
+    def truncate(self, max_seqs: int) -> Msa:
         """The first ``max_seqs`` rows."""
         return Msa(
             sequences=self.sequences[:max_seqs],
@@ -74,7 +74,8 @@ class Msa:
         if first != query_sequence:
             detail = f"lengths {len(first)} vs {len(query_sequence)}"
             if len(first) == len(query_sequence):
-                pos = next(i for i, (a, b) in enumerate(zip(first, query_sequence)) if a != b)
+                pairs = zip(first, query_sequence, strict=True)
+                pos = next(i for i, (a, b) in enumerate(pairs) if a != b)
                 detail = f"first difference at residue {pos + 1}: {first[pos]!r} vs " \
                          f"{query_sequence[pos]!r}"
             raise ValueError(
@@ -98,9 +99,9 @@ def parse_a3m(a3m_string: str, source: str = "<string>") -> Msa:
             letter, ``-`` nor ``.``, or a row whose number of match columns differs from
             the first row's; the message names the file and line.
     """
-    sequences: List[str] = []
-    deletion_matrix: List[List[int]] = []
-    descriptions: List[str] = []
+    sequences: list[str] = []
+    deletion_matrix: list[list[int]] = []
+    descriptions: list[str] = []
     n_columns = -1
     for record in iter_fasta_records(a3m_string, source, skip_hash_lines=True):
         if not record.sequence:

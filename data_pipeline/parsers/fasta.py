@@ -14,7 +14,8 @@ import dataclasses
 import logging
 import os
 import string
-from typing import Iterator, List, Optional, Tuple, Union
+from collections.abc import Iterator
+from typing import Union
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ class FastaRecord:
     sequence: str
     line: int
     source: str = "<string>"
-    offsets: Tuple[Tuple[int, int], ...] = ()
+    offsets: tuple[tuple[int, int], ...] = ()
 
     @property
     def name(self) -> str:
@@ -72,10 +73,10 @@ def iter_fasta_records(
     Raises:
         ValueError: text other than blank lines before the first ``>`` header.
     """
-    description: Optional[str] = None
+    description: str | None = None
     header_line = 0
-    pieces: List[str] = []
-    offsets: List[Tuple[int, int]] = []
+    pieces: list[str] = []
+    offsets: list[tuple[int, int]] = []
     length = 0
     for line_no, raw in enumerate(text.splitlines(), start=1):
         line = raw.replace("\x00", "").strip()
@@ -106,9 +107,9 @@ def parse_fasta(
     text: str,
     source: str = "<string>",
     *,
-    alphabet: Optional[str] = PROTEIN_LETTERS,
+    alphabet: str | None = PROTEIN_LETTERS,
     unique_names: bool = True,
-) -> Tuple[List[str], List[str]]:
+) -> tuple[list[str], list[str]]:
     """Parse a multi-record FASTA text strictly.
 
     Args:
@@ -128,8 +129,8 @@ def parse_fasta(
             name (first word of the header), or a letter outside ``alphabet``; the message
             names the file, line and column.
     """
-    sequences: List[str] = []
-    descriptions: List[str] = []
+    sequences: list[str] = []
+    descriptions: list[str] = []
     first_seen: dict = {}
     allowed = frozenset(alphabet) if alphabet is not None else None
     for record in iter_fasta_records(text, source):
@@ -168,8 +169,8 @@ def parse_fasta(
 
 
 def read_fasta(
-    path: PathLike, *, alphabet: Optional[str] = PROTEIN_LETTERS, unique_names: bool = True
-) -> Tuple[List[str], List[str]]:
+    path: PathLike, *, alphabet: str | None = PROTEIN_LETTERS, unique_names: bool = True
+) -> tuple[list[str], list[str]]:
     """``parse_fasta`` on the file at ``path`` (errors name the file)."""
     path = os.fspath(path)
     with open(path, encoding="utf-8") as handle:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-from typing import Dict, List, Optional, Sequence
+from collections.abc import Sequence
 
 logger = logging.getLogger(__name__)
 
@@ -51,17 +51,17 @@ class TemplateHit:
     index: int
     name: str
     aligned_cols: int
-    sum_probs: Optional[float]
+    sum_probs: float | None
     query: str
     hit_sequence: str
-    indices_query: List[int]
-    indices_hit: List[int]
-    prob: Optional[float] = None
-    e_value: Optional[float] = None
-    score: Optional[float] = None
+    indices_query: list[int]
+    indices_hit: list[int]
+    prob: float | None = None
+    e_value: float | None = None
+    score: float | None = None
 
 
-def _residue_indices(aligned: str, start: int) -> List[int]:
+def _residue_indices(aligned: str, start: int) -> list[int]:
     """0-based residue index of every aligned column from ``start``; -1 at ``-``."""
     indices = []
     for char in aligned:
@@ -73,7 +73,7 @@ def _residue_indices(aligned: str, start: int) -> List[int]:
     return indices
 
 
-def _parse_summary(line: str, where: str) -> Dict[str, str]:
+def _parse_summary(line: str, where: str) -> dict[str, str]:
     fields = dict(_SUMMARY_FIELD.findall(line))
     missing = [k for k in ("Probab", "E-value", "Score", "Aligned_cols") if k not in fields]
     if missing:
@@ -84,7 +84,7 @@ def _parse_summary(line: str, where: str) -> Dict[str, str]:
     return fields
 
 
-def _number(fields: Dict[str, str], key: str, where: str, cast=float):
+def _number(fields: dict[str, str], key: str, where: str, cast=float):
     text = fields[key].rstrip("%")
     try:
         return cast(float(text)) if cast is int else cast(text)
@@ -105,10 +105,10 @@ def _parse_hit(lines: Sequence[str], first_line: int, source: str) -> TemplateHi
     fields = _parse_summary(lines[2], f"{source}:{first_line + 2}")
     sum_probs = _number(fields, "Sum_probs", where) if "Sum_probs" in fields else None
 
-    query_parts: List[str] = []
-    hit_parts: List[str] = []
-    indices_query: List[int] = []
-    indices_hit: List[int] = []
+    query_parts: list[str] = []
+    hit_parts: list[str] = []
+    indices_query: list[int] = []
+    indices_hit: list[int] = []
     block_length = None
     for offset, line in enumerate(lines[3:], start=3):
         if not line.startswith(("Q ", "T ")):
@@ -156,7 +156,7 @@ def _parse_hit(lines: Sequence[str], first_line: int, source: str) -> TemplateHi
     )
 
 
-def parse_hhr(hhr_string: str, source: str = "<string>") -> List[TemplateHit]:
+def parse_hhr(hhr_string: str, source: str = "<string>") -> list[TemplateHit]:
     """Parse every hit paragraph of an hhr file, in file order.
 
     Returns:
@@ -170,5 +170,5 @@ def parse_hhr(hhr_string: str, source: str = "<string>") -> List[TemplateHit]:
     starts.append(len(lines))
     return [
         _parse_hit(lines[begin:end], begin + 1, source)
-        for begin, end in zip(starts[:-1], starts[1:])
+        for begin, end in zip(starts[:-1], starts[1:], strict=True)
     ]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-from typing import List
 
 from data_pipeline.parsers.fasta import iter_fasta_records
 from data_pipeline.parsers.hhr import TemplateHit
@@ -63,7 +62,7 @@ def parse_hit_description(description: str) -> HitMetadata:
     )
 
 
-def _a3m_indices(aligned: str, start: int) -> List[int]:
+def _a3m_indices(aligned: str, start: int) -> list[int]:
     """Template index of each match column from ``start``; -1 at ``-``; insertions skipped
     (but counted)."""
     indices = []
@@ -80,7 +79,7 @@ def _a3m_indices(aligned: str, start: int) -> List[int]:
 
 def parse_hmmsearch_a3m(
     query_sequence: str, a3m_string: str, skip_first: bool = True, source: str = "<string>"
-) -> List[TemplateHit]:
+) -> list[TemplateHit]:
     """Template hits from hmmsearch output already converted to A3M.
 
     Args:
@@ -124,7 +123,7 @@ def parse_hmmsearch_a3m(
 
 def parse_hmmsearch_sto(
     sto_string: str, query_sequence: str, source: str = "<string>"
-) -> List[TemplateHit]:
+) -> list[TemplateHit]:
     """Template hits from hmmsearch's Stockholm output (``-A``), like AF2's
     ``Hmmsearch.get_template_hits``: Stockholm -> A3M (no column removal), every row a hit.
 

@@ -22,7 +22,8 @@ import dataclasses
 import functools
 import logging
 import os
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from collections.abc import Mapping
+from typing import Any
 
 import gemmi
 import numpy as np
@@ -63,7 +64,7 @@ class ResidueAtPosition:
     HETATM records (e.g. MSE), ``"W"`` for water.
     """
 
-    position: Optional[ResiduePosition]
+    position: ResiduePosition | None
     name: str
     is_missing: bool
     hetflag: str
@@ -85,12 +86,12 @@ class MmcifObject:
     """
 
     file_id: str
-    header: Dict[str, Any]
-    chain_to_seqres: Dict[str, str]
-    seqres_to_structure: Dict[str, Dict[int, ResidueAtPosition]]
-    residue_atoms: Dict[str, Dict[int, Dict[str, np.ndarray]]]
+    header: dict[str, Any]
+    chain_to_seqres: dict[str, str]
+    seqres_to_structure: dict[str, dict[int, ResidueAtPosition]]
+    residue_atoms: dict[str, dict[int, dict[str, np.ndarray]]]
 
-    def get_atoms(self, chain_id: str, seqres_index: int) -> Dict[str, np.ndarray]:
+    def get_atoms(self, chain_id: str, seqres_index: int) -> dict[str, np.ndarray]:
         """Atom name -> xyz ``[3]`` of a SEQRES residue (empty when not observed)."""
         if chain_id not in self.chain_to_seqres:
             raise KeyError(
@@ -100,7 +101,7 @@ class MmcifObject:
         return self.residue_atoms[chain_id].get(seqres_index, {})
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _parent_letter_table() -> Mapping[str, str]:
     """Three-letter code -> parent one-letter code for modified residues, as official AF2
     (Biopython's extended table) when Biopython is installed, else empty (gemmi's table
@@ -125,11 +126,11 @@ def residue_one_letter(name: str) -> str:
     return "X"
 
 
-def _column(block: gemmi.cif.Block, tag: str) -> List[str]:
+def _column(block: gemmi.cif.Block, tag: str) -> list[str]:
     return [gemmi.cif.as_string(v) for v in block.find_values(tag)]
 
 
-def _table(block: gemmi.cif.Block, prefix: str, tags, file_id: str) -> List[List[str]]:
+def _table(block: gemmi.cif.Block, prefix: str, tags, file_id: str) -> list[list[str]]:
     """Columns of a category (all tags required)."""
     table = block.find(prefix, list(tags))
     if table.width() != len(tags):
@@ -140,8 +141,8 @@ def _table(block: gemmi.cif.Block, prefix: str, tags, file_id: str) -> List[List
     return [[gemmi.cif.as_string(v) for v in table.column(i)] for i in range(len(tags))]
 
 
-def _header(block: gemmi.cif.Block, file_id: str) -> Dict[str, Any]:
-    header: Dict[str, Any] = {
+def _header(block: gemmi.cif.Block, file_id: str) -> dict[str, Any]:
+    header: dict[str, Any] = {
         "structure_method": ",".join(m.lower() for m in _column(block, "_exptl.method"))
     }
     for tag in ("_pdbx_audit_revision_history.revision_date", "_database_PDB_rev.date"):
@@ -168,17 +169,18 @@ def _header(block: gemmi.cif.Block, file_id: str) -> Dict[str, Any]:
     return header
 
 
-def _protein_chains(block: gemmi.cif.Block, file_id: str) -> Dict[str, List[Tuple[str, int]]]:
+def _protein_chains(block: gemmi.cif.Block, file_id: str) -> dict[str, list[tuple[str, int]]]:
     """label_asym_id -> [(monomer name, entity_poly_seq.num)] of every protein chain."""
     entity_ids, nums, mon_ids = _table(block, "_entity_poly_seq.",
                                        ("entity_id", "num", "mon_id"), file_id)
-    polymers: Dict[str, List[Tuple[str, int]]] = collections.defaultdict(list)
-    for entity_id, num, mon_id in zip(entity_ids, nums, mon_ids):
+    polymers: dict[str, list[tuple[str, int]]] = collections.defaultdict(list)
+    for entity_id, num, mon_id in zip(entity_ids, nums, mon_ids, strict=True):
         polymers[entity_id].append((mon_id, int(num)))
-    comp_type = dict(zip(_column(block, "_chem_comp.id"), _column(block, "_chem_comp.type")))
+    comp_ids, comp_types = _column(block, "_chem_comp.id"), _column(block, "_chem_comp.type")
+    comp_type = dict(zip(comp_ids, comp_types, strict=True))
     asym_ids, asym_entities = _table(block, "_struct_asym.", ("id", "entity_id"), file_id)
-    entity_chains: Dict[str, List[str]] = collections.defaultdict(list)
-    for asym_id, entity_id in zip(asym_ids, asym_entities):
+    entity_chains: dict[str, list[str]] = collections.defaultdict(list)
+    for asym_id, entity_id in zip(asym_ids, asym_entities, strict=True):
         entity_chains[entity_id].append(asym_id)
 
     def is_peptide(mon_id: str) -> bool:
@@ -195,8 +197,8 @@ def _protein_chains(block: gemmi.cif.Block, file_id: str) -> Dict[str, List[Tupl
     return chains
 
 
-def _choose(current: Optional[Tuple[float, np.ndarray]], occupancy: float,
-            xyz: np.ndarray) -> Tuple[float, np.ndarray]:
+def _choose(current: tuple[float, np.ndarray] | None, occupancy: float,
+            xyz: np.ndarray) -> tuple[float, np.ndarray]:
     """Alternate locations: keep the first atom of strictly highest occupancy."""
     if current is None or occupancy > current[0]:
         return occupancy, xyz
@@ -219,7 +221,7 @@ def parse_mmcif_string(mmcif_string: str, file_id: str) -> MmcifObject:
     return _parse_block(doc[0], file_id)
 
 
-def parse_mmcif_file(path: PathLike, file_id: Optional[str] = None) -> MmcifObject:
+def parse_mmcif_file(path: PathLike, file_id: str | None = None) -> MmcifObject:
     """Parse an mmCIF file (``.cif`` or ``.cif.gz``); ``file_id`` defaults to its stem."""
     path = os.fspath(path)
     if file_id is None:
@@ -242,9 +244,9 @@ def _parse_block(block: gemmi.cif.Block, file_id: str) -> MmcifObject:
     (group, atom_name, alt_id, comp_id, label_asym, label_seq, auth_asym, auth_seq, ins_code,
      xs, ys, zs, occupancy, model) = _table(block, "_atom_site.", _ATOM_SITE_TAGS, file_id)
 
-    label_to_author: Dict[str, str] = {}
-    mapping: Dict[str, Dict[int, ResidueAtPosition]] = {}
-    atoms: Dict[str, Dict[int, Dict[str, Tuple[float, np.ndarray]]]] = {}
+    label_to_author: dict[str, str] = {}
+    mapping: dict[str, dict[int, ResidueAtPosition]] = {}
+    atoms: dict[str, dict[int, dict[str, tuple[float, np.ndarray]]]] = {}
     first_model = model[0] if model else "1"
     for i in range(len(group)):
         if model[i] != "1":
@@ -274,7 +276,7 @@ def _parse_block(block: gemmi.cif.Block, file_id: str) -> MmcifObject:
         if alt_id[i] or atom_name[i] not in residue:
             residue[atom_name[i]] = _choose(residue.get(atom_name[i]), occ, xyz)
 
-    chain_to_seqres: Dict[str, str] = {}
+    chain_to_seqres: dict[str, str] = {}
     for asym, monomers in chains.items():
         if asym not in label_to_author:
             logger.warning("%s: protein chain %s has no atoms in model 1; skipped", file_id, asym)

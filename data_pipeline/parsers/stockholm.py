@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from typing import Dict, List, Optional, Set
 
 from data_pipeline.parsers.a3m import Msa
 from data_pipeline.parsers.fasta import PathLike
@@ -33,9 +32,9 @@ class StockholmAlignment:
         descriptions: name -> text of its ``#=GS name DE`` line, where present.
     """
 
-    names: List[str]
-    sequences: Dict[str, str]
-    descriptions: Dict[str, str]
+    names: list[str]
+    sequences: dict[str, str]
+    descriptions: dict[str, str]
 
 
 def _is_sequence_line(line: str) -> bool:
@@ -43,7 +42,7 @@ def _is_sequence_line(line: str) -> bool:
 
 
 def read_stockholm_alignment(
-    stockholm_string: str, source: str = "<string>", max_sequences: Optional[int] = None
+    stockholm_string: str, source: str = "<string>", max_sequences: int | None = None
 ) -> StockholmAlignment:
     """Read names, aligned sequences and descriptions, keeping the first ``max_sequences``.
 
@@ -52,10 +51,10 @@ def read_stockholm_alignment(
             character other than a letter, ``-`` or ``.``, a second alignment after
             ``//``, or sequences of unequal aligned length; the message names the line.
     """
-    names: List[str] = []
-    pieces: Dict[str, List[str]] = {}
-    first_line: Dict[str, int] = {}
-    descriptions: Dict[str, str] = {}
+    names: list[str] = []
+    pieces: dict[str, list[str]] = {}
+    first_line: dict[str, int] = {}
+    descriptions: dict[str, str] = {}
     ended_at = 0
     for line_no, line in enumerate(stockholm_string.splitlines(), start=1):
         if line.startswith("//"):
@@ -115,7 +114,7 @@ def read_stockholm_alignment(
 
 
 def parse_stockholm(
-    stockholm_string: str, source: str = "<string>", max_sequences: Optional[int] = None
+    stockholm_string: str, source: str = "<string>", max_sequences: int | None = None
 ) -> Msa:
     """Parse a Stockholm alignment whose first sequence is the query into an ``Msa``.
 
@@ -135,14 +134,14 @@ def parse_stockholm(
     alignment = read_stockholm_alignment(stockholm_string, source, max_sequences)
     query = alignment.sequences[alignment.names[0]]
     query_is_residue = [c not in _GAPS for c in query]
-    sequences: List[str] = []
-    deletion_matrix: List[List[int]] = []
+    sequences: list[str] = []
+    deletion_matrix: list[list[int]] = []
     for name in alignment.names:
         row = alignment.sequences[name]
-        aligned: List[str] = []
-        deletions: List[int] = []
+        aligned: list[str] = []
+        deletions: list[int] = []
         pending = 0
-        for keep, char in zip(query_is_residue, row):
+        for keep, char in zip(query_is_residue, row, strict=True):
             if keep:
                 aligned.append("-" if char in _GAPS else char.upper())
                 deletions.append(pending)
@@ -157,7 +156,7 @@ def parse_stockholm(
 
 def convert_stockholm_to_a3m(
     stockholm_format: str,
-    max_sequences: Optional[int] = None,
+    max_sequences: int | None = None,
     remove_first_row_gaps: bool = True,
     source: str = "<string>",
 ) -> str:
@@ -175,7 +174,7 @@ def convert_stockholm_to_a3m(
         row = alignment.sequences[name]
         if remove_first_row_gaps:
             out = []
-            for keep, char in zip(query_is_residue, row):
+            for keep, char in zip(query_is_residue, row, strict=True):
                 if keep:
                     out.append("-" if char == "." else char)
                 elif char not in _GAPS:
@@ -187,7 +186,7 @@ def convert_stockholm_to_a3m(
     return "\n".join(chunks) + "\n"
 
 
-def _keeps_line(line: str, names: Set[str]) -> bool:
+def _keeps_line(line: str, names: set[str]) -> bool:
     """Whether a Stockholm line survives when only the sequences in ``names`` are kept."""
     if not line.strip() or line.strip() == "//":
         return True
@@ -209,7 +208,7 @@ def truncate_stockholm_msa(stockholm_msa_path: PathLike, max_sequences: int) -> 
     dropped.
     """
     path = os.fspath(stockholm_msa_path)
-    names: Set[str] = set()
+    names: set[str] = set()
     with open(path, encoding="utf-8") as handle:
         for line in handle:
             if _is_sequence_line(line):
@@ -222,7 +221,7 @@ def truncate_stockholm_msa(stockholm_msa_path: PathLike, max_sequences: int) -> 
 
 def deduplicate_stockholm_msa(stockholm_msa: str) -> str:
     """Drop sequences identical to an earlier one on the query's residue columns."""
-    sequences: Dict[str, str] = {}
+    sequences: dict[str, str] = {}
     for line in stockholm_msa.splitlines():
         if _is_sequence_line(line):
             name, aligned = line.split()
@@ -231,8 +230,8 @@ def deduplicate_stockholm_msa(stockholm_msa: str) -> str:
         raise ValueError("deduplicate_stockholm_msa: the alignment has no sequences")
     query = next(iter(sequences.values()))
     columns = [i for i, c in enumerate(query) if c != "-"]
-    seen: Set[str] = set()
-    keep: Set[str] = set()
+    seen: set[str] = set()
+    keep: set[str] = set()
     for name, aligned in sequences.items():
         key = "".join(aligned[i] for i in columns)
         if key not in seen:
@@ -250,7 +249,7 @@ def remove_empty_columns_from_stockholm_msa(stockholm_msa: str) -> str:
     """
     lines = stockholm_msa.splitlines()
     out = list(lines)
-    block: List[int] = []
+    block: list[int] = []
     for i, line in enumerate(lines):
         if line.startswith("#=GC RF"):
             rows = [lines[j].rpartition(" ")[2] for j in block]
@@ -262,19 +261,20 @@ def remove_empty_columns_from_stockholm_msa(stockholm_msa: str) -> str:
             else:
                 for j in block + [i]:
                     prefix, _, aligned = lines[j].rpartition(" ")
-                    out[j] = prefix + " " + "".join(c for c, k in zip(aligned, keep) if k)
+                    kept = (c for c, k in zip(aligned, keep, strict=False) if k)
+                    out[j] = prefix + " " + "".join(kept)
             block = []
         elif _is_sequence_line(line):
             block.append(i)
     return "\n".join(out)
 
 
-def parse_e_values_from_tblout(tblout: str) -> Dict[str, float]:
+def parse_e_values_from_tblout(tblout: str) -> dict[str, float]:
     """Target name -> full-sequence E-value from a HMMER ``--tblout`` table.
 
     The query itself is included with E-value 0 under the key ``"query"``, as AF2 does.
     """
-    e_values: Dict[str, float] = {"query": 0.0}
+    e_values: dict[str, float] = {"query": 0.0}
     for line_no, line in enumerate(tblout.splitlines(), start=1):
         if not line.strip() or line.startswith("#"):
             continue
