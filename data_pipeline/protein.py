@@ -102,20 +102,15 @@ class Protein:
         ):
             raw = np.asarray(getattr(self, name))
             if raw.shape != shape:
-                raise ValueError(
-                    f"Protein.{name} must have shape {list(shape)} to match atom_positions "
-                    f"[N_res={n}, ...], got {list(raw.shape)}"
-                )
-            if dtype is np.int32 and raw.size and not np.issubdtype(raw.dtype, np.integer):
-                if not np.all(np.mod(raw, 1) == 0):
-                    raise ValueError(f"Protein.{name} must hold integers, got {raw.dtype}")
+                raise ValueError(f"Protein.{name} must have shape {list(shape)} to match "
+                                 f"atom_positions [N_res={n}, ...], got {list(raw.shape)}")
+            if dtype is np.int32 and raw.size and np.any(np.mod(raw, 1) != 0):
+                raise ValueError(f"Protein.{name} must hold integers, got {raw.dtype}")
             put(name, raw.astype(dtype))
 
         if n and (self.aatype.min() < 0 or self.aatype.max() > _UNK):
-            raise ValueError(
-                f"Protein.aatype must lie in 0..{_UNK} (20 = X), got values in "
-                f"{self.aatype.min()}..{self.aatype.max()}"
-            )
+            raise ValueError(f"Protein.aatype must lie in 0..{_UNK} (20 = X), got values in "
+                             f"{self.aatype.min()}..{self.aatype.max()}")
         if n and self.chain_index.min() < 0:
             raise ValueError("Protein.chain_index must be >= 0")
         num_chains = int(self.chain_index.max()) + 1 if n else 0
@@ -123,27 +118,21 @@ class Protein:
         chain_ids = self.chain_ids
         if chain_ids is None:
             if num_chains > residue_constants.PDB_MAX_CHAINS:
-                raise ValueError(
-                    f"Protein has {num_chains} chains but no chain_ids; pass chain_ids "
-                    f"explicitly (only {residue_constants.PDB_MAX_CHAINS} default ids exist)"
-                )
+                raise ValueError(f"Protein has {num_chains} chains but no chain_ids; pass them "
+                                 f"(only {residue_constants.PDB_MAX_CHAINS} default ids exist)")
             chain_ids = tuple(residue_constants.PDB_CHAIN_IDS[:num_chains])
         if isinstance(chain_ids, str):
             raise ValueError("Protein.chain_ids must be a sequence of strings, not one string")
         chain_ids = tuple(chain_ids)
         for cid in chain_ids:
             if not isinstance(cid, str) or not cid or any(c.isspace() for c in cid):
-                raise ValueError(
-                    f"Protein.chain_ids entries must be non-empty strings without "
-                    f"whitespace, got {cid!r}"
-                )
+                raise ValueError("Protein.chain_ids entries must be non-empty strings without "
+                                 f"whitespace, got {cid!r}")
         if len(set(chain_ids)) != len(chain_ids):
             raise ValueError(f"Protein.chain_ids must be unique, got {chain_ids}")
         if len(chain_ids) < num_chains:
-            raise ValueError(
-                f"Protein.chain_index goes up to {num_chains - 1} but only "
-                f"{len(chain_ids)} chain_ids were given: {chain_ids}"
-            )
+            raise ValueError(f"Protein.chain_index goes up to {num_chains - 1} but only "
+                             f"{len(chain_ids)} chain_ids were given: {chain_ids}")
         put("chain_ids", chain_ids)
 
         if self.insertion_code is None:
@@ -151,10 +140,8 @@ class Protein:
         else:
             raw_codes = np.asarray(self.insertion_code, dtype=str)
             if raw_codes.shape != (n,) or (n and np.char.str_len(raw_codes).max() > 1):
-                raise ValueError(
-                    f"Protein.insertion_code must be [N_res={n}] strings of at most one "
-                    f"character, got shape {list(raw_codes.shape)}"
-                )
+                raise ValueError(f"Protein.insertion_code must be [N_res={n}] strings of at "
+                                 f"most one character, got shape {list(raw_codes.shape)}")
             codes = np.char.strip(raw_codes).astype("<U1")
         put("insertion_code", codes)
 
@@ -165,15 +152,13 @@ class Protein:
             starts = np.flatnonzero(np.diff(self.chain_index)) + 1
             block_chains = self.chain_index[np.concatenate([[0], starts])]
             if len(np.unique(block_chains)) != len(block_chains):
-                raise ValueError(
-                    "Protein: residues of each chain must be contiguous; sort them by chain_index"
-                )
-            keys = set(zip(self.chain_index.tolist(), self.residue_index.tolist(),
-                           codes.tolist()))
-            if len(keys) != n:
-                raise ValueError(
-                    "Protein: (chain, residue_index, insertion_code) must be unique per residue"
-                )
+                raise ValueError("Protein: residues of each chain must be contiguous; sort "
+                                 "them by chain_index")
+            keys = zip(self.chain_index.tolist(), self.residue_index.tolist(), codes.tolist(),
+                       strict=True)
+            if len(set(keys)) != n:
+                raise ValueError("Protein: (chain, residue_index, insertion_code) must be "
+                                 "unique per residue")
 
     @property
     def num_res(self) -> int:
@@ -203,9 +188,8 @@ class Protein:
         seqs = self.sequences()
         if chain_id is None:
             if len(seqs) != 1:
-                raise ValueError(
-                    f"Protein has chains {list(seqs)}; pass chain_id or use sequences()"
-                )
+                raise ValueError(f"Protein has chains {list(seqs)}; pass chain_id or use "
+                                 "sequences()")
             return next(iter(seqs.values()))
         if chain_id not in seqs:
             raise ValueError(f"no chain {chain_id!r} in Protein; chains are {list(seqs)}")
@@ -217,9 +201,8 @@ class Protein:
         available = self.present_chain_ids()
         missing = [c for c in wanted if c not in available]
         if not wanted or missing or len(set(wanted)) != len(wanted):
-            raise ValueError(
-                f"cannot select chains {wanted}: choose distinct ids among {available}"
-            )
+            raise ValueError(f"cannot select chains {wanted}: choose distinct ids among "
+                             f"{available}")
         rows = np.concatenate(
             [np.flatnonzero(self.chain_index == self.chain_ids.index(c)) for c in wanted]
         )
@@ -346,6 +329,17 @@ def _residue_to_atom37(residue: gemmi.Residue) -> tuple[int, np.ndarray, np.ndar
     return aatype, pos, mask, bfac
 
 
+def _chain_names(model: gemmi.Model, source: str) -> list[str]:
+    """Author chain names; a blank one (old PDB files) gets the first unused letter."""
+    names = [ch.name.strip() for ch in model]
+    spare = (c for c in residue_constants.PDB_CHAIN_IDS if c not in names)
+    for k, name in enumerate(names):
+        if not name:
+            names[k] = next(spare)
+            logger.warning("%s: chain with a blank id is named %s", source, names[k])
+    return names
+
+
 def _from_gemmi(st: gemmi.Structure, chain_id: ChainSelection, source: str) -> Protein:
     """Builds a `Protein` from the first model of a gemmi structure (rules: module doc)."""
     wanted = _wanted_chains(chain_id)
@@ -358,37 +352,32 @@ def _from_gemmi(st: gemmi.Structure, chain_id: ChainSelection, source: str) -> P
 
     protein_chains: dict[str, gemmi.ResidueSpan] = {}
     other_chains: dict[str, str] = {}
-    for chain in model:
+    for name, chain in zip(_chain_names(model, source), model, strict=True):
         poly = chain.get_polymer()
         if len(poly) == 0:
-            other_chains.setdefault(chain.name, "no polymer (ligands/waters only)")
+            other_chains.setdefault(name, "no polymer, only ligands/waters")
             continue
         entity = st.get_entity_of(poly)
         ptype = entity.polymer_type if entity is not None else poly.check_polymer_type()
-        if ptype == gemmi.PolymerType.PeptideL and chain.name not in protein_chains:
-            protein_chains[chain.name] = poly
+        if ptype != gemmi.PolymerType.PeptideL:
+            other_chains[name] = f"polymer type {ptype.name}"
+        elif name in protein_chains:
+            logger.warning("%s: a second polymer part of chain %s is ignored", source, name)
         else:
-            other_chains[chain.name] = f"polymer type {ptype.name}"
+            protein_chains[name] = poly
 
-    if wanted is None:
-        selected = list(protein_chains)
-        if not selected:
-            raise ValueError(
-                f"{source}: no protein (polypeptide(L)) chain found; chains present: "
-                f"{other_chains or 'none'}"
-            )
-    else:
-        for cid in wanted:
-            if cid not in protein_chains:
-                reason = (f"is not a protein chain ({other_chains[cid]})" if cid in other_chains
-                          else "does not exist")
-                raise ValueError(
-                    f"{source}: chain {cid!r} {reason}; protein chains (author ids) are "
-                    f"{list(protein_chains)}"
-                )
-        selected = wanted
+    selected = list(protein_chains) if wanted is None else wanted
+    if not selected:
+        raise ValueError(f"{source}: no protein (polypeptide(L)) chain found; chains present: "
+                         f"{other_chains or 'none'}")
+    for cid in selected:
+        if cid not in protein_chains:
+            reason = (f"is not a protein chain ({other_chains[cid]})" if cid in other_chains
+                      else "does not exist")
+            raise ValueError(f"{source}: chain {cid!r} {reason}; protein chains (author ids) "
+                             f"are {list(protein_chains)}")
 
-    aatype, positions, masks, bfactors, resnums, icodes, chain_index = ([] for _ in range(7))
+    records: list[tuple] = []  # (aatype, pos, mask, bfac, resnum, icode, chain index)
     kept_chains: list[str] = []
     for cid in selected:
         groups: dict[tuple[int, str], gemmi.Residue] = {}
@@ -396,27 +385,21 @@ def _from_gemmi(st: gemmi.Structure, chain_id: ChainSelection, source: str) -> P
             key = (res.seqid.num, res.seqid.icode.strip())
             if key not in groups or _residue_occupancy(res) > _residue_occupancy(groups[key]):
                 groups[key] = res
-        n_before = len(aatype)
+        n_before = len(records)
         for (num, icode), res in groups.items():
             aa, pos, mask, bfac = _residue_to_atom37(res)
-            if not mask.any():
-                logger.debug("%s: chain %s residue %s%s has no atom37 atom; skipped",
+            if mask.any():
+                records.append((aa, pos, mask, bfac, num, icode, len(kept_chains)))
+            else:
+                logger.debug("%s: residue %s%s%s has no atom37 atom; skipped",
                              source, cid, num, icode)
-                continue
-            aatype.append(aa)
-            positions.append(pos)
-            masks.append(mask)
-            bfactors.append(bfac)
-            resnums.append(num)
-            icodes.append(icode)
-            chain_index.append(len(kept_chains))
-        if len(aatype) > n_before:
+        if len(records) > n_before:
             kept_chains.append(cid)
         else:
             logger.warning("%s: chain %s has no residue with atom37 atoms; skipped", source, cid)
-    if not aatype:
+    if not records:
         raise ValueError(f"{source}: the protein chains {selected} hold no amino-acid atoms")
-
+    aatype, positions, masks, bfactors, resnums, icodes, chain_index = zip(*records, strict=True)
     return Protein(
         atom_positions=np.stack(positions),
         aatype=np.array(aatype, np.int32),

@@ -69,7 +69,7 @@ def to_modelcif(
     chains = prot.present_chain_ids()
     rows_of_asym = [np.flatnonzero(prot.chain_index == prot.chain_ids.index(c)) for c in chains]
     chains_of_seq: dict[tuple[int, ...], list[str]] = {}
-    for cid, rows in zip(chains, rows_of_asym):
+    for cid, rows in zip(chains, rows_of_asym, strict=True):
         chains_of_seq.setdefault(tuple(prot.aatype[rows].tolist()), []).append(cid)
     entities = {
         seq: modelcif.Entity([codes[a] for a in seq],
@@ -77,7 +77,7 @@ def to_modelcif(
         for seq, ids in chains_of_seq.items()
     }
     asyms: list[modelcif.AsymUnit] = []
-    for cid, rows in zip(chains, rows_of_asym):
+    for cid, rows in zip(chains, rows_of_asym, strict=True):
         seq_key = tuple(prot.aatype[rows].tolist())
         auth_map = {
             k + 1: (int(prot.residue_index[r]), prot.insertion_code[r] or None)
@@ -90,7 +90,7 @@ def to_modelcif(
 
     class _AtomicModel(modelcif.model.AbInitioModel):
         def get_atoms(self):
-            for asym, rows in zip(asyms, rows_of_asym):
+            for asym, rows in zip(asyms, rows_of_asym, strict=True):
                 for seq_id, r in enumerate(rows, start=1):
                     for slot in np.flatnonzero(prot.atom_mask[r] > 0.5):
                         name = residue_constants.atom_types[slot]
@@ -116,7 +116,7 @@ def to_modelcif(
 
         _GlobalPLDDT.software = _LocalPLDDT.software = software
         model.qa_metrics.append(_GlobalPLDDT(round(float(plddt.mean()), 2)))
-        for asym, rows in zip(asyms, rows_of_asym):
+        for asym, rows in zip(asyms, rows_of_asym, strict=True):
             for seq_id, r in enumerate(rows, start=1):
                 model.qa_metrics.append(
                     _LocalPLDDT(asym.residue(seq_id), round(float(plddt[r]), 2))
