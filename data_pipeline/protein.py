@@ -580,14 +580,19 @@ def to_file(prot: Protein, path: PathLike, *, plddt: np.ndarray | None = None,
             **mmcif_options: object) -> Path:
     """Writes `prot` as PDB (.pdb) or ModelCIF (.cif); the file appears complete or not at all.
 
-    `plddt` and `mmcif_options` (see `to_mmcif`) apply to mmCIF output; PDB output carries
-    pLDDT through `prot.b_factors` only.
+    `plddt` [N_res] goes to ModelCIF's pLDDT metric (mmCIF) or replaces the B-factor
+    column (PDB); `mmcif_options` are those of `to_mmcif`.
     """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix in _PDB_SUFFIXES:
         if mmcif_options:
             raise ValueError(f"{path}: options {sorted(mmcif_options)} apply to mmCIF only")
+        if plddt is not None:
+            plddt = np.asarray(plddt, np.float32)
+            if plddt.shape != (prot.num_res,):
+                raise ValueError(f"plddt must have shape [N_res={prot.num_res}]")
+            prot = dataclasses.replace(prot, b_factors=np.repeat(plddt[:, None], _NUM_ATOMS, 1))
         text = to_pdb(prot)
     elif suffix in _MMCIF_SUFFIXES:
         text = to_mmcif(prot, plddt=plddt, **mmcif_options)

@@ -386,6 +386,9 @@ def test_from_prediction_and_pdb_bfactor_column(tmp_path):
     np.testing.assert_allclose(bcol, np.repeat(plddt, ref.atom_mask.sum(-1).astype(int)),
                                atol=5e-3)
     assert_same(pred, protein.from_pdb(path), b_atol=5.01e-3)  # B column has 2 decimals
+    no_b = dataclass_replace(pred, b_factors=np.zeros_like(pred.b_factors))
+    again = protein.from_pdb(protein.to_file(no_b, tmp_path / "pred2.pdb", plddt=plddt))
+    assert_same(pred, again, b_atol=5.01e-3)
 
 
 def test_chain_ids_longer_than_one_character():
@@ -500,3 +503,13 @@ def test_blank_chain_id_and_gzip(tmp_path):
     prot = protein.from_file(tmp_path / "blank.pdb.gz")
     assert prot.chain_ids == ("A",)
     assert_same(read("1gcn"), prot, atol=0, b_atol=0)
+
+
+def test_reads_colabfold_prediction_in_both_formats():
+    """ColabFold wrote one prediction as PDB (no END record) and as AF2-style mmCIF."""
+    folder = SHARED_DATA / "reference_outputs" / "colabfold_ERR550519"
+    from_pdb = protein.from_file(folder / "ERR550519_2213899_unrelaxed_model_1.pdb")
+    from_cif = protein.from_file(folder / "ERR550519_2213899_unrelaxed_model_1.cif")
+    assert from_pdb.num_res == 130 and from_pdb.chain_ids == ("A",)
+    assert_same(from_pdb, from_cif)
+    assert 50 < float(from_pdb.b_factors[:, 1].mean()) <= 100  # pLDDT in the B column
