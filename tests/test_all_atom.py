@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Dict
 
-import gemmi
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,6 +21,7 @@ from alphafold.model import all_atom as af_all_atom
 from alphafold.model import all_atom_multimer as af_all_atom_multimer
 from alphafold.model import r3
 
+from data_pipeline import protein
 from data_pipeline import residue_constants as rc
 from tests.shared import STRUCTURE_FILES
 from uni_fold.geometry import Rigid
@@ -44,46 +43,21 @@ ref_atom14_positions = jax.jit(af_all_atom.frames_and_literature_positions_to_at
 
 
 # ------------------------------------------------------------------------------------
-# Real structures, read with gemmi (first model, first altloc, protein chains only)
+# Real structures, read with data_pipeline.protein (first model, protein chains only)
 # ------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=None)
-def load_structure(path: Path) -> Dict[str, np.ndarray]:
+@functools.cache
+def load_structure(path: Path) -> dict[str, np.ndarray]:
     """``aatype [N]``, ``all_atom_positions [N, 37, 3]``, ``all_atom_mask [N, 37]``,
-    ``chain [N]`` and ``resnum [N]`` of all L-peptide chains (MSE read as MET)."""
-    st = gemmi.read_structure(str(path))
-    st.setup_entities()
-    st.remove_hydrogens()
-    st.remove_alternative_conformations()
-    aatype, positions, masks, chain_idx, resnum = [], [], [], [], []
-    for ci, chain in enumerate(st[0]):
-        polymer = chain.get_polymer()
-        if polymer.check_polymer_type() != gemmi.PolymerType.PeptideL:
-            continue
-        for res in polymer:
-            is_mse = res.name == "MSE"
-            one = rc.restype_3to1.get("MET" if is_mse else res.name, "X")
-            aatype.append(rc.restype_order.get(one, UNK))
-            pos = np.zeros((37, 3), np.float32)
-            mask = np.zeros(37, np.float32)
-            for atom in res:
-                name = "SD" if is_mse and atom.name == "SE" else atom.name
-                if name in rc.atom_order:
-                    pos[rc.atom_order[name]] = (atom.pos.x, atom.pos.y, atom.pos.z)
-                    mask[rc.atom_order[name]] = 1.0
-            positions.append(pos)
-            masks.append(mask)
-            chain_idx.append(ci)
-            resnum.append(res.seqid.num)
-    if not aatype:
-        raise ValueError(f"{path} has no protein chain")
+    ``chain [N]`` and ``resnum [N]`` of all protein chains of ``path``."""
+    prot = protein.from_file(path)
     return {
-        "aatype": np.asarray(aatype, np.int64),
-        "all_atom_positions": np.stack(positions),
-        "all_atom_mask": np.stack(masks),
-        "chain": np.asarray(chain_idx),
-        "resnum": np.asarray(resnum),
+        "aatype": prot.aatype.astype(np.int64),
+        "all_atom_positions": prot.atom_positions,
+        "all_atom_mask": prot.atom_mask,
+        "chain": prot.chain_index,
+        "resnum": prot.residue_index,
     }
 
 
@@ -264,7 +238,7 @@ def test_torsion_angles_to_frames_and_atom14_match_reference(source):
 # ------------------------------------------------------------------------------------
 
 
-def rebuild_report(s: Dict[str, np.ndarray]) -> Dict[str, float]:
+def rebuild_report(s: dict[str, np.ndarray]) -> dict[str, float]:
     """Rebuild ``s`` with ideal geometry and measure how it differs from the deposit."""
     aatype = torch.from_numpy(s["aatype"])
     positions = torch.from_numpy(s["all_atom_positions"])
@@ -278,7 +252,9 @@ def rebuild_report(s: Dict[str, np.ndarray]) -> Dict[str, float]:
     exists = aa.make_atom14_masks(aatype)["atom37_atom_exists"]
     t_in = aa.atom37_to_torsion_angles(aatype, positions, mask)
     t_out = aa.atom37_to_torsion_angles(aatype, rebuilt, exists)
-    err = _angle_error(_angles(t_in["torsion_angles_sin_cos"]), _angles(t_out["torsion_angles_sin_cos"]))
+    err = _angle_error(
+        _angles(t_in["torsion_angles_sin_cos"]), _angles(t_out["torsion_angles_sin_cos"])
+    )
     defined = (t_in["torsion_angles_mask"].numpy() > 0) & standard[:, None]
     chi_err = err[:, 3:]
     pi_periodic = np.asarray(rc.chi_pi_periodic, dtype=bool)[s["aatype"]]
@@ -297,7 +273,8 @@ def rebuild_report(s: Dict[str, np.ndarray]) -> Dict[str, float]:
     f_in = aa.backbone_frames_from_atom37(positions)[torch.from_numpy(backbone_ok)]
     f_out = aa.backbone_frames_from_atom37(rebuilt)[torch.from_numpy(backbone_ok)]
     again = aa.rebuild_from_torsions(aatype, rebuilt, exists)
-    again_err = ((again - rebuilt) ** 2).sum(-1).sqrt() * exists * torch.from_numpy(backbone_ok)[:, None]
+    again_err = ((again - rebuilt) ** 2).sum(-1).sqrt() * exists
+    again_err = again_err * torch.from_numpy(backbone_ok)[:, None]
     return {
         "residues": int(len(s["aatype"])),
         "atoms": int(placed.sum()),
@@ -340,6 +317,31 @@ def test_rebuild_real_structure(path):
     assert r["idempotence_err"] < 1e-3
 
 
+def test_rebuild_mask_needs_every_torsion_a_group_hangs_on():
+    s = load_structure(next(p for p in STRUCTURE_FILES if p.stem == "1l2y"))
+    aatype = torch.from_numpy(s["aatype"])
+    positions = torch.from_numpy(s["all_atom_positions"])
+    mask = torch.from_numpy(s["all_atom_mask"]).clone()
+    arg = int(np.flatnonzero(s["aatype"] == rc.restype_order["R"])[0])
+    assert mask[arg].sum() == 11  # complete arginine
+    mask[arg, rc.atom_order["CB"]] = 0.0  # chi1-3 lose an atom, chi4 (CG-CD-NE-CZ) does not
+    torsion_mask = aa.atom37_to_torsion_angles(aatype, positions, mask)["torsion_angles_mask"]
+    assert torsion_mask[arg, 3:].tolist() == [0.0, 0.0, 0.0, 1.0]
+    placed = aa.rebuild_atom37_mask(aatype, mask)[arg]
+    names = ("N", "CA", "C", "O", "CB", "CG", "CD", "NE", "CZ", "NH1", "NH2")
+    expected = [1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+    assert [float(placed[rc.atom_order[n]]) for n in names] == expected
+    # Those atoms really are off: chi1-3 fall back to the placeholder.
+    rebuilt = aa.rebuild_from_torsions(aatype, positions, mask)[arg]
+    dev = (rebuilt - positions[arg]).norm(dim=-1)
+    assert dev[rc.atom_order["CZ"]] > 1.0 and dev[rc.atom_order["CA"]] < 1e-4
+
+
+def _place(aatype: torch.Tensor, backbone: Rigid, sin_cos: torch.Tensor) -> torch.Tensor:
+    frames = aa.torsion_angles_to_frames(aatype, backbone, sin_cos)
+    return aa.frames_to_atom14_positions(aatype, frames)
+
+
 def test_omega_and_phi_do_not_move_heavy_atoms():
     rng = np.random.default_rng(5)
     aatype = torch.from_numpy(rng.integers(0, UNK + 1, size=(11,)))
@@ -347,12 +349,12 @@ def test_omega_and_phi_do_not_move_heavy_atoms():
     sin_cos = _random_sin_cos(rng, (11,))
     other = sin_cos.clone()
     other[:, :2] = _random_sin_cos(rng, (11,))[:, :2]
-    a = aa.frames_to_atom14_positions(aatype, aa.torsion_angles_to_frames(aatype, backbone, sin_cos))
-    b = aa.frames_to_atom14_positions(aatype, aa.torsion_angles_to_frames(aatype, backbone, other))
+    a = _place(aatype, backbone, sin_cos)
+    b = _place(aatype, backbone, other)
     torch.testing.assert_close(a, b, rtol=0, atol=0)
     changed = sin_cos.clone()
     changed[:, 2:] = _random_sin_cos(rng, (11,))[:, 2:]
-    c = aa.frames_to_atom14_positions(aatype, aa.torsion_angles_to_frames(aatype, backbone, changed))
+    c = _place(aatype, backbone, changed)
     assert (a - c).abs().max() > 0.1  # psi / chi do move atoms
 
 
@@ -362,7 +364,8 @@ def test_omega_and_phi_do_not_move_heavy_atoms():
 
 
 def test_leading_dims_match_per_chain_results():
-    aatype, positions, mask = (torch.from_numpy(x) for x in _random_inputs(np.random.default_rng(6)))
+    inputs = _random_inputs(np.random.default_rng(6))
+    aatype, positions, mask = (torch.from_numpy(x) for x in inputs)
     batched = aa.rebuild_from_torsions(aatype[None], positions[None], mask[None])[0]
     for b in range(aatype.shape[0]):
         single = aa.rebuild_from_torsions(aatype[b], positions[b], mask[b])
@@ -389,7 +392,7 @@ def test_gradients_reach_angles_and_backbone():
     pts = torch.from_numpy((rng.normal(size=(3, 9, 3)) * 5.0).astype(np.float32)).requires_grad_()
     sin_cos = _random_sin_cos(rng, (9,)).requires_grad_()
     backbone = Rigid.from_3_points(pts[0], pts[1], pts[2])
-    atom14 = aa.frames_to_atom14_positions(aatype, aa.torsion_angles_to_frames(aatype, backbone, sin_cos))
+    atom14 = _place(aatype, backbone, sin_cos)
     atom14.square().sum().backward()
     assert torch.isfinite(pts.grad).all() and pts.grad.abs().sum() > 0
     assert torch.isfinite(sin_cos.grad).all() and sin_cos.grad[:, 2:].abs().sum() > 0

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Dict, Tuple
 
 import numpy as np
 import torch
@@ -79,7 +78,7 @@ def _build_chi_atom_indices() -> np.ndarray:
     return table
 
 
-def _build_rigid_group_tables() -> Dict[str, np.ndarray]:
+def _build_rigid_group_tables() -> dict[str, np.ndarray]:
     """Per-type rigid-group tables used by :func:`atom37_to_frames`.
 
     ``base_atoms [21, 8, 3]``: atom37 indices of (point on -x axis, origin, point in the xy
@@ -117,7 +116,7 @@ def _build_rigid_group_tables() -> Dict[str, np.ndarray]:
     }
 
 
-def _build_tables() -> Dict[str, np.ndarray]:
+def _build_tables() -> dict[str, np.ndarray]:
     chi_mask = np.zeros((_NUM_RESTYPES, 4), dtype=np.float32)
     chi_mask[: rc.restype_num] = np.asarray(rc.chi_angles_mask, dtype=np.float32)
     tables = {
@@ -143,7 +142,7 @@ def _build_tables() -> Dict[str, np.ndarray]:
 _TABLES = _build_tables()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _table_on(name: str, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(_TABLES[name]).to(device)
 
@@ -175,7 +174,7 @@ def _check_aatype(aatype: torch.Tensor) -> torch.Tensor:
     return aatype.long().clamp(max=rc.restype_num)
 
 
-def _check_shape(name: str, x: torch.Tensor, lead: torch.Size, tail: Tuple[int, ...]) -> None:
+def _check_shape(name: str, x: torch.Tensor, lead: torch.Size, tail: tuple[int, ...]) -> None:
     expected = tuple(lead) + tuple(tail)
     if tuple(x.shape) != expected:
         raise ValueError(
@@ -191,6 +190,11 @@ def _check_atom_data(name: str, x: torch.Tensor, aatype: torch.Tensor, num_atoms
             f"{name} has shape {tuple(x.shape)}, expected aatype's shape {tuple(aatype.shape)} "
             f"followed by {num_atoms} atoms and any trailing dims"
         )
+
+
+def _as_float(x: torch.Tensor) -> torch.Tensor:
+    """``x`` itself when floating point, else as float32 (e.g. integer coordinates)."""
+    return x if x.is_floating_point() else x.float()
 
 
 def _gather_atoms(data: torch.Tensor, index: torch.Tensor, atom_dim: int) -> torch.Tensor:
@@ -228,7 +232,7 @@ def rigid_from_flat12(t: torch.Tensor) -> Rigid:
 
 
 @fp32_no_autocast
-def make_atom14_masks(aatype: torch.Tensor) -> Dict[str, torch.Tensor]:
+def make_atom14_masks(aatype: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per-residue atom14/atom37 lookups, AF2's ``make_atom14_masks`` keys.
 
     Args:
@@ -312,7 +316,7 @@ def atom37_to_torsion_angles(
     all_atom_positions: torch.Tensor,
     all_atom_mask: torch.Tensor,
     placeholder_for_undefined: bool = False,
-) -> Dict[str, torch.Tensor]:
+) -> dict[str, torch.Tensor]:
     """The 7 torsion angles of every residue from its coordinates (Suppl. Section 1.8.1).
 
     Each torsion is defined by 4 atoms: a frame is built on the first three (second atom on
@@ -334,16 +338,18 @@ def atom37_to_torsion_angles(
     aatype = _check_aatype(aatype)
     _check_shape("all_atom_positions", all_atom_positions, aatype.shape, (37, 3))
     _check_shape("all_atom_mask", all_atom_mask, aatype.shape, (37,))
-    pos = all_atom_positions if all_atom_positions.is_floating_point() else all_atom_positions.float()
+    pos = _as_float(all_atom_positions)
     mask = all_atom_mask.to(pos.dtype)
     res_dim = aatype.dim() - 1
 
     prev = _shift_to_next(pos, res_dim)
+    n, ca, c, o = (pos[..., i, :] for i in (_N, _CA, _C, _O))
+    prev_ca, prev_c = prev[..., _CA, :], prev[..., _C, :]
     backbone_quads = torch.stack(
         [
-            torch.stack([prev[..., _CA, :], prev[..., _C, :], pos[..., _N, :], pos[..., _CA, :]], -2),
-            torch.stack([prev[..., _C, :], pos[..., _N, :], pos[..., _CA, :], pos[..., _C, :]], -2),
-            torch.stack([pos[..., _N, :], pos[..., _CA, :], pos[..., _C, :], pos[..., _O, :]], -2),
+            torch.stack([prev_ca, prev_c, n, ca], dim=-2),  # omega
+            torch.stack([prev_c, n, ca, c], dim=-2),  # phi
+            torch.stack([n, ca, c, o], dim=-2),  # psi
         ],
         dim=-3,
     )  # [*, N, 3, 4, 3]
@@ -397,7 +403,7 @@ def backbone_frames_from_atom37(all_atom_positions: torch.Tensor) -> Rigid:
             f"all_atom_positions has shape {tuple(all_atom_positions.shape)}, "
             "expected [*, N_res, 37, 3]"
         )
-    pos = all_atom_positions if all_atom_positions.is_floating_point() else all_atom_positions.float()
+    pos = _as_float(all_atom_positions)
     frames = Rigid.from_3_points(
         p_neg_x_axis=pos[..., _C, :], origin=pos[..., _CA, :], p_xy_plane=pos[..., _N, :]
     )
@@ -407,7 +413,7 @@ def backbone_frames_from_atom37(all_atom_positions: torch.Tensor) -> Rigid:
 @fp32_no_autocast
 def atom37_to_frames(
     aatype: torch.Tensor, all_atom_positions: torch.Tensor, all_atom_mask: torch.Tensor
-) -> Dict[str, object]:
+) -> dict[str, object]:
     """Ground-truth frames of the 8 rigid groups from coordinates (Suppl. Table 2).
 
     Args:
@@ -426,7 +432,7 @@ def atom37_to_frames(
     aatype = _check_aatype(aatype)
     _check_shape("all_atom_positions", all_atom_positions, aatype.shape, (37, 3))
     _check_shape("all_atom_mask", all_atom_mask, aatype.shape, (37,))
-    pos = all_atom_positions if all_atom_positions.is_floating_point() else all_atom_positions.float()
+    pos = _as_float(all_atom_positions)
     atom_dim = aatype.dim()
 
     base_atoms = _table("base_atoms", aatype)  # [*, N, 8, 3]
