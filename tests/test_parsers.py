@@ -268,6 +268,11 @@ def test_hhr_old_format_without_template_neff():
     assert hits[0].name.startswith("UP20|TITVEVABA|104|471 Protein FAM69A")
 
 
+def test_hhr_without_hits_is_empty():
+    text = (MSAS / "openfold_test_query/pdb70_hits.hhr").read_text()
+    assert parsers.parse_hhr(text[: text.index("\n No Hit")]) == []
+
+
 def test_hhr_damaged_row_names_its_line():
     lines = (MSAS / "openfold_test_query/pdb70_hits.hhr").read_text().splitlines()
     k = next(i for i, line in enumerate(lines) if line.startswith("Q query "))

@@ -148,6 +148,16 @@ def test_hmmsearch_template_search_matches_af2(uniref_sto, seqres):
             assert index == -1 or chain[index] == letter
 
 
+def test_hmmsearch_without_hits_and_hmmbuild_without_reference_line():
+    fn3 = (SHARED_DATA / "seqdb/hmmer_tutorial/fn3.sto").read_text()  # no #=GC RF line
+    hmmsearch = tools.Hmmsearch(
+        database_path=str(SHARED_DATA / "seqdb/hmmer_tutorial/HBB_HUMAN"), n_cpu=1)
+    with pytest.raises(tools.ToolError, match=r"(?s)hmmbuild failed.*no reference annotation"):
+        hmmsearch.query(fn3)  # --hand needs the reference columns
+    output = hmmsearch.query_with_hmm(tools.Hmmbuild().build_profile_from_sto(fn3))
+    assert hmmsearch.get_template_hits(output, _query_sequence()) == []
+
+
 def _without_date(hmm: str) -> str:
     return "\n".join(line for line in hmm.splitlines() if not line.startswith("DATE"))
 
