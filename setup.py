@@ -30,6 +30,7 @@ setup(
         "numpy>=1.24",
         "torch>=2.1",
         "gemmi>=0.6.4",
+        "biopython>=1.80",  # modified-residue letters in mmCIF SEQRES, as AF2
         "modelcif>=1.0",
         "safetensors>=0.4",
         "pyyaml>=6",
