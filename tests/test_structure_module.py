@@ -60,8 +60,9 @@ def _assert_angles_close(ours: torch.Tensor, ref: np.ndarray, ref_unnormalized: 
     err = np.abs(ours.detach().double().numpy() - np.asarray(ref, dtype=np.float64))
     assert err.shape == tol.shape[:-1] + (2,)
     worst = np.unravel_index(np.argmax(err / tol), err.shape)
-    assert np.all(err <= tol), (f"angles_sin_cos: error {err[worst]:.3e} > {tol[worst[:-1]][0]:.3e} "
-                                f"at {worst}")
+    assert np.all(err <= tol), (
+        f"angles_sin_cos: error {err[worst]:.3e} > {tol[worst[:-1]][0]:.3e} at {worst}"
+    )
 
 
 def _random_affine(rs: np.random.RandomState, n: int, trans_scale: float) -> np.ndarray:

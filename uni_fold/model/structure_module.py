@@ -123,7 +123,7 @@ class MultiRigidSidechain(nn.Module):
     ) -> dict[str, Any]:
         relu = torch.relu
         a = self.input_projection(relu(act)) + self.input_projection_1(relu(initial_act))
-        for block1, block2 in zip(self.resblock1, self.resblock2):
+        for block1, block2 in zip(self.resblock1, self.resblock2, strict=True):
             a = a + block2(relu(block1(relu(a))))
         unnormalized = self.unnormalized_angles(relu(a)).unflatten(-1, (NUM_TORSIONS, 2))
         unnormalized = unnormalized.float()
@@ -285,9 +285,8 @@ class StructureModule(nn.Module):
 
         sm: dict[str, Any] = {k: torch.stack([out[k] for out in layers]) for k in layers[0]}
         sm["single"] = act
-        sm["sidechains"] = {
-            k: sm[k] for k in ("angles_sin_cos", "unnormalized_angles_sin_cos", "atom_pos", "frames")
-        }
+        sidechain_keys = ("angles_sin_cos", "unnormalized_angles_sin_cos", "atom_pos", "frames")
+        sm["sidechains"] = {k: sm[k] for k in sidechain_keys}
         masks = all_atom.make_atom14_masks(aatype)
         atom14 = sm["atom_pos"][-1]
         atom37 = all_atom.atom14_to_atom37(atom14, aatype)
