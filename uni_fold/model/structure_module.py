@@ -40,9 +40,11 @@ NUM_TORSIONS = 7
 ANGLE_NORM_EPS = 1e-12
 
 
-def identity_affine(batch_shape: tuple[int, ...], device: torch.device) -> Tensor:
+def identity_affine(
+    batch_shape: tuple[int, ...], device: torch.device, dtype: torch.dtype = torch.float32
+) -> Tensor:
     """AF2's 7-vector ``[*, 7]`` for identity frames: quaternion (1, 0, 0, 0), zero shift."""
-    affine = torch.zeros(batch_shape + (7,), device=device, dtype=torch.float32)
+    affine = torch.zeros(batch_shape + (7,), device=device, dtype=dtype)
     affine[..., 0] = 1.0
     return affine
 
@@ -266,7 +268,9 @@ class StructureModule(nn.Module):
         initial_act = s
         act = self.initial_projection(s)
         z = self.pair_layer_norm(z)
-        affine = identity_affine(tuple(s.shape[:-1]), s.device)
+        # Frames are fp32 (fp64 only for fp64 inputs, e.g. gradient checks).
+        geometry_dtype = torch.float64 if s.dtype == torch.float64 else torch.float32
+        affine = identity_affine(tuple(s.shape[:-1]), s.device, geometry_dtype)
 
         layers: list[dict[str, Tensor]] = []
         for _ in range(self.num_layer):
