@@ -21,7 +21,8 @@ at random, so that every parameter changes the outputs and a wrongly mapped one 
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Small test programs: XLA's cheapest compile settings save seconds per reference run and
@@ -71,10 +72,13 @@ def reference_config(name: str = "model_1_ptm") -> ml_collections.ConfigDict:
     return cfg
 
 
-def flatten_params(params: hk.Params) -> dict[str, np.ndarray]:
-    """Haiku params -> flat ``{"<module path>//<param name>": array}``, as in AF2's npz."""
+def flatten_params(params: hk.Params) -> dict[str, Any]:
+    """Haiku params -> flat ``{"<module path>//<param name>": array}``, as in AF2's npz.
+
+    Arrays become numpy arrays; anything else (e.g. ``jax.ShapeDtypeStruct`` from
+    ``jax.eval_shape``) is kept as it is."""
     return {
-        f"{path}//{name}": np.asarray(value)
+        f"{path}//{name}": np.asarray(value) if hasattr(value, "__array__") else value
         for path, group in params.items()
         for name, value in group.items()
     }

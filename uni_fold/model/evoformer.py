@@ -98,8 +98,12 @@ class EvoformerBlock(nn.Module):
             self.msa_column_attention = MSAColumnAttention(c_m, c_hidden_msa_att, num_heads_msa)
         self.msa_transition = Transition(c_m, transition_n)
         self.outer_product_mean = OuterProductMean(c_m, c_z, c_hidden_opm)
-        self.triangle_multiplication_outgoing = TriangleMultiplication(c_z, c_hidden_mul, outgoing=True)
-        self.triangle_multiplication_incoming = TriangleMultiplication(c_z, c_hidden_mul, outgoing=False)
+        self.triangle_multiplication_outgoing = TriangleMultiplication(
+            c_z, c_hidden_mul, outgoing=True
+        )
+        self.triangle_multiplication_incoming = TriangleMultiplication(
+            c_z, c_hidden_mul, outgoing=False
+        )
         self.triangle_attention_starting_node = TriangleAttention(
             c_z, c_hidden_pair_att, num_heads_pair, starting=True
         )

@@ -10,7 +10,9 @@ from uni_fold.model.primitives import Attention, GlobalAttention, LayerNorm, Lin
 
 def _check_msa(m: torch.Tensor, msa_mask: torch.Tensor, name: str) -> None:
     if m.ndim < 3:
-        raise ValueError(f"{name}: MSA activations must be [*, N_seq, N_res, c_m], got {tuple(m.shape)}")
+        raise ValueError(
+            f"{name}: MSA activations must be [*, N_seq, N_res, c_m], got {tuple(m.shape)}"
+        )
     if msa_mask.shape != m.shape[:-1]:
         raise ValueError(
             f"{name}: msa_mask shape {tuple(msa_mask.shape)} must be [*, N_seq, N_res] = "

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Callable, Literal, Sequence
+from collections.abc import Callable, Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -83,7 +84,9 @@ class Linear(nn.Linear):
         if init == "gating" and not bias:
             raise ValueError("Linear init='gating' needs bias=True (the gate bias starts at 1)")
         if in_dim < 1 or out_dim < 1:
-            raise ValueError(f"Linear needs positive widths, got in_dim={in_dim}, out_dim={out_dim}")
+            raise ValueError(
+                f"Linear needs positive widths, got in_dim={in_dim}, out_dim={out_dim}"
+            )
         self.init = init
         super().__init__(in_dim, out_dim, bias=bias)
 
@@ -124,7 +127,9 @@ class LayerNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.c:
-            raise ValueError(f"LayerNorm expects last axis {self.c}, got input shape {tuple(x.shape)}")
+            raise ValueError(
+                f"LayerNorm expects last axis {self.c}, got input shape {tuple(x.shape)}"
+            )
         with fp32_region(x.device.type):
             out = F.layer_norm(
                 x.float(), (self.c,), self.weight.float(), self.bias.float(), self.eps
@@ -204,7 +209,9 @@ def chunk_apply(
     if len(args) != len(dims):
         raise ValueError(f"chunk_apply: {len(args)} args but {len(dims)} dims")
     sizes = {
-        a.shape[d] for a, d in zip(args, dims) if a is not None and d is not None and a.shape[d] != 1
+        a.shape[d]
+        for a, d in zip(args, dims, strict=True)
+        if a is not None and d is not None and a.shape[d] != 1
     }
     if len(sizes) > 1:
         raise ValueError(f"chunk_apply: sliced arguments disagree on the chunked size: {sizes}")
@@ -214,7 +221,7 @@ def chunk_apply(
     outputs = []
     for start in range(0, n, chunk_size):
         piece = []
-        for a, d in zip(args, dims):
+        for a, d in zip(args, dims, strict=True):
             if a is None or d is None or a.shape[d] == 1:
                 piece.append(a)
             else:
@@ -349,7 +356,9 @@ class Attention(nn.Module, RuntimeAware):
         """``[*, L, H * d] -> [*, H, L, d]``."""
         return x.unflatten(-1, (self.num_heads, -1)).transpose(-2, -3)
 
-    def _forward(self, q_x: torch.Tensor, kv_x: torch.Tensor, *biases: torch.Tensor) -> torch.Tensor:
+    def _forward(
+        self, q_x: torch.Tensor, kv_x: torch.Tensor, *biases: torch.Tensor
+    ) -> torch.Tensor:
         q_bhqd = self._heads(self.linear_q(q_x))
         k_bhkd = self._heads(self.linear_k(kv_x))
         v_bhkd = self._heads(self.linear_v(kv_x))

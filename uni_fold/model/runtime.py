@@ -18,8 +18,9 @@ import contextlib
 import dataclasses
 import functools
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator, Literal
+from typing import Literal
 
 import torch
 from torch import nn
@@ -80,7 +81,7 @@ class RuntimeConfig:
                 f"RuntimeConfig.precision must be one of {PRECISIONS}, got {self.precision!r}"
             )
 
-    def replace(self, **changes: object) -> "RuntimeConfig":
+    def replace(self, **changes: object) -> RuntimeConfig:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
@@ -131,7 +132,7 @@ def fp32_region(device_type: str) -> Iterator[None]:
         yield
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def deepspeed_evoformer_attention():  # noqa: ANN201 - returns the kernel or None
     """DS4Sci ``DS4Sci_EvoformerAttention`` when DeepSpeed is importable, else ``None``."""
     try:
@@ -146,7 +147,7 @@ def deepspeed_evoformer_attention():  # noqa: ANN201 - returns the kernel or Non
     return DS4Sci_EvoformerAttention
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _log_once(message: str) -> None:
     logger.warning(message)
 

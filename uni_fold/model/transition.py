@@ -70,6 +70,7 @@ class OuterProductMean(nn.Module, RuntimeAware):
         m = self.layer_norm_input(m)
         a_sic = mask * self.left_projection(m)
         b_sje = mask * self.right_projection(m)
-        out = chunk_apply(self._rows, [a_sic, b_sje], [-2, None], self.runtime.chunk_size, out_dim=-3)
+        chunk = self.runtime.chunk_size
+        out = chunk_apply(self._rows, [a_sic, b_sje], [-2, None], chunk, out_dim=-3)
         norm_ij = torch.einsum("...si,...sj->...ij", mask[..., 0], mask[..., 0])[..., None]
         return out / (self.eps + norm_ij)

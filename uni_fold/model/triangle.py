@@ -12,7 +12,9 @@ from uni_fold.model.runtime import RuntimeAware
 
 def _check_pair(z: torch.Tensor, pair_mask: torch.Tensor, name: str) -> None:
     if z.ndim < 3 or z.shape[-2] != z.shape[-3]:
-        raise ValueError(f"{name}: pair activations must be [*, N_res, N_res, c_z], got {tuple(z.shape)}")
+        raise ValueError(
+            f"{name}: pair activations must be [*, N_res, N_res, c_z], got {tuple(z.shape)}"
+        )
     if pair_mask.shape != z.shape[:-1]:
         raise ValueError(
             f"{name}: pair_mask shape {tuple(pair_mask.shape)} must be [*, N_res, N_res] = "

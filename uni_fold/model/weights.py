@@ -28,8 +28,9 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -171,7 +172,8 @@ def linear_rows(
 
 
 def layer_norm_rows(prefix: str, af2_path: str) -> Table:
-    """:class:`~uni_fold.model.primitives.LayerNorm` <- AF2 ``LayerNorm`` (``scale``, ``offset``)."""
+    """:class:`~uni_fold.model.primitives.LayerNorm` <- AF2 ``LayerNorm``
+    (``scale``, ``offset``)."""
     return {
         _join(prefix, "weight"): Row(af2_path, "scale"),
         _join(prefix, "bias"): Row(af2_path, "offset"),
@@ -257,15 +259,15 @@ def triangle_multiplication_rows(prefix: str, af2_path: str, fused: bool = False
     """
     rows: Table = {}
     if fused:
-        rows.update(layer_norm_rows(_join(prefix, "layer_norm_input"), f"{af2_path}/left_norm_input"))
-        rows.update(layer_norm_rows(_join(prefix, "center_layer_norm"), f"{af2_path}/center_norm"))
+        norms = (("layer_norm_input", "left_norm_input"), ("center_layer_norm", "center_norm"))
+        for ours, theirs in norms:
+            rows.update(layer_norm_rows(_join(prefix, ours), f"{af2_path}/{theirs}"))
         for part, side in enumerate(("left", "right")):
-            for ours, theirs in (("projection", "projection"), ("gate", "gate")):
-                path = f"{af2_path}/{theirs}"
-                rows[_join(prefix, f"{side}_{ours}.weight")] = Row(
-                    path, "weights", SplitLast(part, 2, LINEAR)
-                )
-                rows[_join(prefix, f"{side}_{ours}.bias")] = Row(path, "bias", SplitLast(part, 2))
+            for kind in ("projection", "gate"):
+                path = f"{af2_path}/{kind}"
+                name = _join(prefix, f"{side}_{kind}")
+                rows[f"{name}.weight"] = Row(path, "weights", SplitLast(part, 2, LINEAR))
+                rows[f"{name}.bias"] = Row(path, "bias", SplitLast(part, 2))
     else:
         for name in ("layer_norm_input", "center_layer_norm"):
             rows.update(layer_norm_rows(_join(prefix, name), f"{af2_path}/{name}"))
@@ -379,7 +381,9 @@ def read_af2_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
         ) from err
     bad = [k for k in params if "//" not in k]
     if bad:
-        raise WeightImportError(f"{path} is not an AF2 parameter file: keys like {bad[:3]} lack '//'")
+        raise WeightImportError(
+            f"{path} is not an AF2 parameter file: keys like {bad[:3]} lack '//'"
+        )
     return params
 
 
@@ -410,7 +414,9 @@ def check_af2_params(
     problems = []
     uncovered = set(ours) - set(table)
     if uncovered:
-        problems.append(f"{len(uncovered)} model parameter(s) not in the table: {_names(uncovered)}")
+        problems.append(
+            f"{len(uncovered)} model parameter(s) not in the table: {_names(uncovered)}"
+        )
     not_in_model = set(table) - set(ours)
     if not_in_model:
         problems.append(
@@ -422,7 +428,9 @@ def check_af2_params(
         problems.append(f"{len(missing)} AF2 key(s) missing from the params: {_names(missing)}")
     unexpected = set(params) - used
     if unexpected:
-        problems.append(f"{len(unexpected)} unexpected AF2 key(s), used by no row: {_names(unexpected)}")
+        problems.append(
+            f"{len(unexpected)} unexpected AF2 key(s), used by no row: {_names(unexpected)}"
+        )
 
     blocks: dict[str, set[int]] = {}
     for row in table.values():
@@ -438,7 +446,9 @@ def check_af2_params(
             bad_stack.append(f"{key} stacks {have} block(s), the table reads {len(idx)}")
             bad_stack_keys.add(key)
     if bad_stack:
-        problems.append(f"{len(bad_stack)} stacked array(s) with the wrong block count: {_names(bad_stack)}")
+        problems.append(
+            f"{len(bad_stack)} stacked array(s) with the wrong block count: {_names(bad_stack)}"
+        )
 
     misshapen = []
     for name, row in sorted(table.items()):
@@ -487,4 +497,5 @@ def load_af2_params(
             value = torch.from_numpy(np.array(row.transform(array), copy=True))  # own, writable
             param = ours[name]
             param.copy_(value.to(device=param.device, dtype=param.dtype))
-    logger.info("loaded %d AF2 arrays into %d parameters", len({r.key for r in table.values()}), len(table))
+    n_arrays = len({row.key for row in table.values()})
+    logger.info("loaded %d AF2 arrays into %d parameters", n_arrays, len(table))
