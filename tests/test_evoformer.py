@@ -466,3 +466,19 @@ def test_bad_shapes_are_named():
         block(m, z, torch.ones(3, 4), torch.ones(5, 5))
     with pytest.raises(ValueError, match="pair"):
         block(m, torch.randn(4, 4, 16))
+
+
+def test_leading_batch_axes_match_single_examples():
+    torch.manual_seed(0)
+    stack = _randomize(EvoformerStack(1, 32, 16, c_hidden_msa_att=8, c_hidden_opm=8,
+                                      c_hidden_mul=16, c_hidden_pair_att=8), seed=4).eval()
+    m, z = torch.randn(2, 3, 5, 32), torch.randn(2, 5, 5, 16)
+    msa_mask = (torch.rand(2, 3, 5) > 0.3).float()
+    pair_mask = torch.ones(2, 5, 5)
+    pair_mask[1, -1, :] = pair_mask[1, :, -1] = 0
+    with torch.no_grad():
+        mb, zb = stack(m, z, msa_mask, pair_mask)
+        for i in range(2):
+            mi, zi = stack(m[i], z[i], msa_mask[i], pair_mask[i])
+            torch.testing.assert_close(mb[i], mi, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(zb[i], zi, rtol=1e-5, atol=1e-5)
