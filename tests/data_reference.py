@@ -23,7 +23,7 @@ import torch  # noqa: E402
 from alphafold.data import parsers, pipeline, templates  # noqa: E402
 from alphafold.model import config as af2_config  # noqa: E402
 from alphafold.model import features as af2_features  # noqa: E402
-from alphafold.model.tf import np_backend  # noqa: E402
+from alphafold.model.tf import input_pipeline, np_backend, proteins_dataset  # noqa: E402
 from shared import SHARED_DATA  # noqa: E402
 
 from data_pipeline import protein as protein_io  # noqa: E402
@@ -202,3 +202,25 @@ def reference_process(
         per_slice = len(draws.permutations) // (num_slices + 1)
         draws.permutations = draws.permutations[per_slice:]
     return feats, draws
+
+
+def reference_nonensembled(raw: dict[str, np.ndarray], cfg: Config) -> dict[str, np.ndarray]:
+    """The reference's once-per-example transforms of ``raw`` (before MSA sampling)."""
+    example = dict(raw)
+    example["deletion_matrix"] = example.pop("deletion_matrix_int").astype(np.float32)
+    data_cfg, names = af2_features.make_data_config(reference_config(cfg), len(raw["aatype"]))
+    np_backend.set_random_seed(0)
+    tensors = proteins_dataset.np_to_tensor_dict(example, names)
+    return input_pipeline.compose(input_pipeline.nonensembled_map_fns(data_cfg))(tensors)
+
+
+def to_torch(feats: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """Numeric reference features as tensors: integers int64, reals float32."""
+    out = {}
+    for k, v in feats.items():
+        v = np.asarray(v)
+        if v.dtype.kind in "iub":
+            out[k] = torch.from_numpy(v.astype(np.int64))
+        elif v.dtype.kind == "f":
+            out[k] = torch.from_numpy(v.astype(np.float32))
+    return out

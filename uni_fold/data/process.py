@@ -36,7 +36,7 @@ from uni_fold.data.sampling import Sampler, TorchSampler
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MODES", "process_features", "msa_cluster_size"]
+__all__ = ["MODES", "process_features", "prepare_features", "msa_cluster_size"]
 
 MODES = ("predict", "eval", "train")
 #: AF2's training crop (Suppl. Table 4, initial training).
@@ -95,10 +95,12 @@ def _select_templates(
         protein[name] = protein[name][keep]
 
 
-def _prepare(
+def prepare_features(
     raw: Mapping[str, Any], data: DataConfig, mode: str, sampler: Sampler
 ) -> dict[str, torch.Tensor]:
-    """The once-per-example steps; returns the working dict."""
+    """The once-per-example steps (AF2's non-ensembled transforms, template selection and
+    ground truth); returns the working dict of :func:`process_features`, before the
+    per-recycle MSA steps. ``data`` is a :class:`~uni_fold.config.DataConfig`."""
     protein = T.squeeze_features(raw)
     T.correct_msa_restypes(protein)
     T.make_seq_mask(protein)
@@ -189,7 +191,7 @@ def process_features(
     if sampler is None:
         sampler = TorchSampler(seed)
     start_time = time.perf_counter()
-    protein = _prepare(raw, data, mode, sampler)
+    protein = prepare_features(raw, data, mode, sampler)
     num_res = protein["aatype"].shape[0]
 
     sizes = {
