@@ -322,6 +322,21 @@ def test_loader_rejects_uncovered_model_parameter():
         W.load_af2_params(module, params, table)
 
 
+def test_read_af2_npz_round_trip_and_corrupt_file(tmp_path):
+    module, params, table = _tri_out()
+    path = tmp_path / "params_test.npz"
+    np.savez(path, **params)
+    W.load_af2_params(module, W.read_af2_npz(path), table)
+    torch.testing.assert_close(
+        module.gating_linear.bias.detach(),
+        torch.from_numpy(params["triangle_multiplication_outgoing/gating_linear//bias"]),
+    )
+    bad = tmp_path / "params_bad.npz"
+    bad.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(ValueError, match="params_bad.npz.*download it again"):
+        W.read_af2_npz(bad)
+
+
 @pytest.mark.parametrize("num_blocks", [1, 3])
 def test_loader_stacks_any_number_of_blocks(num_blocks):
     _, params, block_table = _tri_out()

@@ -301,10 +301,13 @@ def attention_core(
         return _attention_torch(q, k, v, biases)
     if backend == "deepspeed":
         kernel = deepspeed_evoformer_attention()
+        if kernel is not None and q.ndim == 4:  # unbatched: give the kernel its B axis
+            out = attention_core(q[None], k[None], v[None], [b[None] for b in biases], backend)
+            return out[0]
         if kernel is not None and _deepspeed_usable(q, biases):
             # The kernel's layout is [B, N, L, H, D] and it scales by 1/sqrt(D) itself.
-            ds_biases = [b.to(q.dtype) for b in biases]
-            out = kernel(q.transpose(-2, -3), k.transpose(-2, -3), v.transpose(-2, -3), ds_biases)
+            q_, k_, v_ = (x.transpose(-2, -3).contiguous() for x in (q, k, v))
+            out = kernel(q_, k_, v_, [b.to(q.dtype).contiguous() for b in biases])
             return out.transpose(-2, -3)
         if kernel is not None:
             log_once(

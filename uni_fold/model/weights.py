@@ -376,8 +376,8 @@ def read_af2_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise
     except Exception as err:  # zipfile.BadZipFile, ValueError for pickled members, ...
         raise WeightImportError(
-            f"cannot read AF2 parameter file {path}: {err}; download it again "
-            "(https://storage.googleapis.com/alphafold/ alphafold_params_2022-12-06.tar)"
+            f"cannot read AF2 parameter file {path}: {err}; download it again from "
+            "https://storage.googleapis.com/alphafold/alphafold_params_2022-12-06.tar"
         ) from err
     bad = [k for k in params if "//" not in k]
     if bad:
