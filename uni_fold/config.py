@@ -229,33 +229,33 @@ class DistogramHeadConfig:
 
 
 @dataclass
-class PredictedLDDTHeadConfig:
-    num_bins: int = 50
-    num_channels: int = 128
+class _ResolutionFiltered:
+    """Heads whose loss is trained only on structures with resolution in a range."""
+
     filter_by_resolution: bool = True
     min_resolution: float = 0.1
     max_resolution: float = 3.0
+
+
+@dataclass
+class PredictedLDDTHeadConfig(_ResolutionFiltered):
+    num_bins: int = 50
+    num_channels: int = 128
     weight: float = 0.01
 
 
 @dataclass
-class PredictedAlignedErrorHeadConfig:
+class PredictedAlignedErrorHeadConfig(_ResolutionFiltered):
     """PAE / pTM head; ``weight == 0`` means the head is absent (AF2 non-ptm models)."""
 
     max_error_bin: float = 31.0
     num_bins: int = 64
     num_channels: int = 128
-    filter_by_resolution: bool = True
-    min_resolution: float = 0.1
-    max_resolution: float = 3.0
     weight: float = 0.0
 
 
 @dataclass
-class ExperimentallyResolvedHeadConfig:
-    filter_by_resolution: bool = True
-    min_resolution: float = 0.1
-    max_resolution: float = 3.0
+class ExperimentallyResolvedHeadConfig(_ResolutionFiltered):
     weight: float = 0.01
 
 
@@ -364,60 +364,41 @@ for _name, _diff in _MONOMER_DIFFS.items():
     PRESETS[f"{_name}_ptm"] = {**_diff, **_PTM}
 
 # A few-parameter network for tests and CPU training: every module present, tiny widths.
-PRESETS["tiny"] = {
+_EVO = "model.embeddings_and_evoformer"
+_SM = "model.heads.structure_module"
+_TINY: dict[str, Any] = {
     **_TEMPLATES_ON,
     **_PTM,
     "data.max_msa_clusters": 16,
     "data.max_extra_msa": 32,
     "data.max_templates": 2,
-    "model.embeddings_and_evoformer.c_m": 16,
-    "model.embeddings_and_evoformer.c_z": 8,
-    "model.embeddings_and_evoformer.c_s": 24,
-    "model.embeddings_and_evoformer.c_e": 8,
-    "model.embeddings_and_evoformer.evoformer_num_block": 2,
-    "model.embeddings_and_evoformer.extra_msa_stack_num_block": 1,
-    "model.embeddings_and_evoformer.evoformer.msa_row_attention_with_pair_bias.num_head": 2,
-    "model.embeddings_and_evoformer.evoformer.msa_column_attention.num_head": 2,
-    "model.embeddings_and_evoformer.evoformer.outer_product_mean.num_outer_channel": 4,
-    "model.embeddings_and_evoformer.evoformer.triangle_multiplication_outgoing"
-    ".num_intermediate_channel": 8,
-    "model.embeddings_and_evoformer.evoformer.triangle_multiplication_incoming"
-    ".num_intermediate_channel": 8,
-    "model.embeddings_and_evoformer.evoformer.triangle_attention_starting_node.num_head": 2,
-    "model.embeddings_and_evoformer.evoformer.triangle_attention_ending_node.num_head": 2,
-    "model.embeddings_and_evoformer.template.c_t": 8,
-    "model.embeddings_and_evoformer.template.attention.num_head": 2,
-    "model.embeddings_and_evoformer.template.attention.key_dim": 4,
-    "model.embeddings_and_evoformer.template.attention.value_dim": 4,
-    "model.embeddings_and_evoformer.template.template_pair_stack.num_block": 1,
-    "model.embeddings_and_evoformer.template.template_pair_stack"
-    ".triangle_attention_starting_node.num_head": 2,
-    "model.embeddings_and_evoformer.template.template_pair_stack"
-    ".triangle_attention_starting_node.key_dim": 4,
-    "model.embeddings_and_evoformer.template.template_pair_stack"
-    ".triangle_attention_starting_node.value_dim": 4,
-    "model.embeddings_and_evoformer.template.template_pair_stack"
-    ".triangle_attention_ending_node.num_head": 2,
-    "model.embeddings_and_evoformer.template.template_pair_stack"
-    ".triangle_attention_ending_node.key_dim": 4,
-    "model.embeddings_and_evoformer.template.template_pair_stack"
-    ".triangle_attention_ending_node.value_dim": 4,
-    "model.embeddings_and_evoformer.template.template_pair_stack"
-    ".triangle_multiplication_outgoing.num_intermediate_channel": 8,
-    "model.embeddings_and_evoformer.template.template_pair_stack"
-    ".triangle_multiplication_incoming.num_intermediate_channel": 8,
-    "model.heads.structure_module.num_layer": 2,
-    "model.heads.structure_module.num_channel": 24,
-    "model.heads.structure_module.num_head": 2,
-    "model.heads.structure_module.num_scalar_qk": 4,
-    "model.heads.structure_module.num_scalar_v": 4,
-    "model.heads.structure_module.num_point_qk": 2,
-    "model.heads.structure_module.num_point_v": 2,
-    "model.heads.structure_module.sidechain.num_channel": 8,
+    **{f"{_EVO}.{k}": v for k, v in dict(
+        c_m=16, c_z=8, c_s=24, c_e=8, evoformer_num_block=2, extra_msa_stack_num_block=1
+    ).items()},
+    f"{_EVO}.evoformer.outer_product_mean.num_outer_channel": 4,
+    f"{_EVO}.template.c_t": 8,
+    f"{_EVO}.template.template_pair_stack.num_block": 1,
+    **{f"{_SM}.{k}": v for k, v in dict(
+        num_layer=2, num_channel=24, num_head=2, num_scalar_qk=4, num_scalar_v=4,
+        num_point_qk=2, num_point_v=2,
+    ).items()},
+    f"{_SM}.sidechain.num_channel": 8,
     "model.heads.predicted_lddt.num_channels": 8,
     "model.heads.predicted_aligned_error.num_channels": 8,
     "model.num_recycle": 1,
 }
+for _block in (f"{_EVO}.evoformer", f"{_EVO}.template.template_pair_stack"):
+    for _att in ("triangle_attention_starting_node", "triangle_attention_ending_node"):
+        _TINY[f"{_block}.{_att}.num_head"] = 2
+    for _mul in ("triangle_multiplication_outgoing", "triangle_multiplication_incoming"):
+        _TINY[f"{_block}.{_mul}.num_intermediate_channel"] = 8
+for _att in ("msa_row_attention_with_pair_bias", "msa_column_attention"):
+    _TINY[f"{_EVO}.evoformer.{_att}.num_head"] = 2
+for _att in ("template.attention", "template.template_pair_stack.triangle_attention_starting_node",
+             "template.template_pair_stack.triangle_attention_ending_node"):
+    _TINY.update({f"{_EVO}.{_att}.num_head": 2, f"{_EVO}.{_att}.key_dim": 4,
+                  f"{_EVO}.{_att}.value_dim": 4})
+PRESETS["tiny"] = _TINY
 
 # Keyword shorthands accepted by model_config(); each names one dotted path.
 SHORTHANDS: dict[str, str] = {
