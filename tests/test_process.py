@@ -138,8 +138,14 @@ def test_batch_matches_the_schema_table():
         check_batch(bad)
     with pytest.raises(ValueError, match="dtype"):
         check_batch(dict(batch, aatype=batch["aatype"].int()))
+    for name, value in batch.items():
+        assert torch.isfinite(value.float()).all(), f"{name} has NaN or inf"
     no_templates = process_features(raw, _config("model_3", max_msa_clusters=36), seed=0)
     assert not any(k.startswith("template_") for k in no_templates)
+    # Templates on but no hits: empty templates, padded and masked out.
+    no_hits = dr.raw_features(hhr=None, max_rows=50)
+    empty = process_features(no_hits, _config("model_1", max_msa_clusters=36), seed=0)
+    assert check_batch(empty)["N_templ"] == 4 and not empty["template_mask"].any()
 
 
 # ----------------------------------------------------------------------------------------

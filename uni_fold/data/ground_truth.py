@@ -1,6 +1,6 @@
 """Ground-truth features for the losses, from a structure's atom37 coordinates.
 
-What AF2's losses read (Jumper et al. 2021, Suppl. Sections 1.9.2-1.9.5): atom14
+What AF2's losses read (Jumper et al. 2021, Suppl. Section 1.9): atom14
 coordinates with the alternative naming of symmetric side chains (Suppl. Table 3), the 8
 rigid-group frames (Suppl. Table 2), the backbone frame as a quaternion affine, chi angles
 and the pseudo-beta atom. Everything is computed by :mod:`uni_fold.geometry.all_atom`

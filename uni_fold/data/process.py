@@ -41,7 +41,7 @@ __all__ = ["MODES", "process_features", "prepare_features", "msa_cluster_size"]
 MODES = ("predict", "eval", "train")
 #: AF2's training crop (Suppl. Table 4, initial training).
 DEFAULT_TRAIN_CROP_SIZE = 256
-#: Probability of the clamped backbone FAPE in training (Suppl. Section 1.11.5).
+#: AF2 clamps the backbone FAPE in 90% of training examples.
 CLAMPED_FAPE_PROBABILITY = 0.9
 _PER_SLICE = ("msa", "deletion_matrix", "msa_mask", "msa_row_mask", "hhblits_profile")
 
@@ -210,7 +210,7 @@ def process_features(
     else:
         crop_size = num_res
 
-    static = {k: v for k, v in protein.items() if k in schema.FEATURES}
+    static = {k: v for k, v in protein.items() if k in schema.FEATURES and k not in _PER_SLICE}
     num_slices = data.num_ensemble
     if data.resample_msa_in_recycling:
         num_slices *= num_recycle + 1

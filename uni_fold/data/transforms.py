@@ -291,7 +291,7 @@ def make_template_mask(protein: dict[str, torch.Tensor]) -> dict[str, torch.Tens
 def pseudo_beta_fn(
     aatype: torch.Tensor, all_atom_positions: torch.Tensor, all_atom_mask: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pseudo-beta atom: CB, or CA for glycine (Suppl. Section 1.9.5 for the distogram).
+    """Pseudo-beta atom: CB, or CA for glycine (distogram targets, template pair features).
 
     Args:
         aatype: ``[*, N_res]`` ids in our order.
@@ -312,9 +312,9 @@ def make_template_features(protein: dict[str, torch.Tensor]) -> dict[str, torch.
 
     Adds ``template_pseudo_beta [N_templ, N_res, 3]``, ``template_pseudo_beta_mask``,
     ``template_torsion_angles_sin_cos [N_templ, N_res, 7, 2]``, its ``alt_`` version and
-    ``template_torsion_angles_mask [N_templ, N_res, 7]`` (Suppl. Alg. 2 lines 7-8 feed
-    these to the template embedders). With no template features at all, empty
-    ``N_templ = 0`` ones are made.
+    ``template_torsion_angles_mask [N_templ, N_res, 7]`` (the template angle features of
+    Suppl. Table 1). With no template features at all, empty ``N_templ = 0`` ones are
+    made.
     """
     if "template_aatype" not in protein:
         n = protein["aatype"].shape[0]
