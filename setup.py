@@ -41,6 +41,10 @@ setup(
         "relax": ["openmm>=8.1", "pdbfixer>=1.9"],
         "reference": REFERENCE,
     },
-    entry_points={"console_scripts": []},
+    entry_points={
+        "console_scripts": [
+            "precompute-alignments = data_pipeline.precompute:main",
+        ]
+    },
     license="Apache-2.0",
 )
