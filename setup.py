@@ -35,6 +35,7 @@ setup(
         "safetensors>=0.4",
         "pyyaml>=6",
         "tqdm>=4.60",
+        "matplotlib>=3.6",  # pLDDT / PAE / MSA-coverage plots of predict-structure
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-xdist>=3", "hypothesis>=6.80"],
