@@ -28,6 +28,7 @@ Only the standard library is used (``urllib``); no torch.
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import json
 import logging
 import os
@@ -57,6 +58,12 @@ PDB70_M8 = "pdb70.m8"
 PAIR_A3M = "pair.a3m"
 #: The server numbers the queries from here (the FASTA record names of ``q``).
 FIRST_QUERY_ID = 101
+
+try:
+    _VERSION = importlib.metadata.version("uni-fold")
+except importlib.metadata.PackageNotFoundError:  # running from a source tree
+    _VERSION = "dev"
+USER_AGENT = f"uni-fold/{_VERSION} (ColabFold MMseqs2 API client; Python urllib)"
 
 _WAITING = frozenset({"PENDING", "RUNNING", "UNKNOWN"})
 _RETRY_SUBMIT = frozenset({"RATELIMIT", "UNKNOWN"})
@@ -105,7 +112,7 @@ class ColabFoldClient:
     """
 
     host_url: str = DEFAULT_HOST_URL
-    user_agent: str = "uni-fold/0.1 (ColabFold MMseqs2 API client; Python urllib)"
+    user_agent: str = USER_AGENT
     timeout: float = 60.0
     max_retries: int = 5
     backoff: float = 5.0

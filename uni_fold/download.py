@@ -101,7 +101,7 @@ def find_params(params_dir: str | os.PathLike | None, model_name: str) -> Path:
     if not path.is_file():
         raise FileNotFoundError(
             f"AlphaFold 2 parameters {params_file_name(model_name)} not found in {directory}; "
-            f"fetch them with `download-params --params-dir {directory}` (about 5.3 GB), or "
+            f"fetch them with `download-params --params-dir {directory}` (several GB), or "
             f"point --params-dir / ${PARAMS_ENV} at a folder that holds them"
         )
     return path
@@ -215,10 +215,10 @@ def download_file(
         except _Transient as err:
             if attempt >= retries:
                 kept = part.stat().st_size if part.exists() else 0
-                raise DownloadError(
-                    f"download of {url} failed after {attempt + 1} attempt(s): {err}; "
-                    f"{kept} bytes kept in {part}, run the command again to resume"
-                ) from err
+                hint = (f"{kept} bytes kept in {part}, run the command again to resume"
+                        if kept else "check the network connection and the URL (--url)")
+                raise DownloadError(f"download of {url} failed after {attempt + 1} "
+                                    f"attempt(s): {err}; {hint}") from err
             delay = backoff * 2**attempt
             attempt += 1
             logger.warning("%s; retrying in %.1f s (%d/%d)", err, delay, attempt, retries)
@@ -392,7 +392,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = argparse.ArgumentParser(
         prog="download-params",
-        description="Download DeepMind's AlphaFold 2 parameters (CC BY 4.0, about 5.3 GB) "
+        description="Download DeepMind's AlphaFold 2 parameters (CC BY 4.0, several GB) "
                     "and unpack them for predict-structure.",
     )
     parser.add_argument("--params-dir", type=Path, default=None,
