@@ -45,6 +45,7 @@ setup(
     entry_points={
         "console_scripts": [
             "precompute-alignments = data_pipeline.precompute:main",
+            "download-params = uni_fold.download:main",
         ]
     },
     license="Apache-2.0",
