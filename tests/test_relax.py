@@ -332,3 +332,33 @@ def test_bad_input_is_rejected():
     single = _take_rows(trp, np.array([0]))
     with pytest.raises(ValueError, match="segment of its own"):
         relaxer.process(single)
+
+
+def test_missing_side_chain_is_rebuilt_and_chains_stay_apart():
+    """Trp 6 of Trp-cage without its indole ring (pdbfixer rebuilds it; the new atoms take
+    the residue's pLDDT), and two chains of the Abeta fibril 2BEG (each gets its own
+    termini; no bond between them)."""
+    trp = protein_lib.from_mmcif(TRP_CAGE)
+    plddt = np.linspace(50.0, 90.0, trp.num_res, dtype=np.float32)
+    ring = [rc.atom_order[n] for n in ("CD1", "CD2", "NE1", "CE2", "CE3", "CZ2", "CZ3", "CH2")]
+    mask = trp.atom_mask.copy()
+    mask[5, ring] = 0.0
+    truncated = dataclasses.replace(trp, atom_mask=mask,
+                                    b_factors=np.repeat(plddt[:, None], 37, axis=1))
+    pdb_str, _, viol = AmberRelaxation(**AF2_SETTINGS).process(truncated)
+    out = protein_lib.from_pdb_string(pdb_str)
+    np.testing.assert_array_equal(out.atom_mask, trp.atom_mask)
+    rebuilt = np.linalg.norm(out.atom_positions[5, ring] - trp.atom_positions[5, ring], axis=-1)
+    print(f"rebuilt indole ring: max {rebuilt.max():.2f} A from the deposited atoms")
+    assert rebuilt.max() < 1.0
+    np.testing.assert_allclose(out.b_factors[5, ring], plddt[5], atol=0.006)
+    assert not any(viol)
+
+    fibril = protein_lib.from_mmcif(SHARED_DATA / "structures" / "mmcif" / "2beg.cif")
+    pair = fibril.select_chains(["A", "B"])
+    pdb_str, debug, viol = AmberRelaxation(**AF2_SETTINGS).process(pair)
+    out = protein_lib.from_pdb_string(pdb_str)
+    assert out.chain_ids == ("A", "B") and out.sequences() == pair.sequences()
+    ends = np.flatnonzero(out.atom_mask[:, rc.atom_order["OXT"]])
+    assert ends.tolist() == [int(np.sum(pair.chain_index == 0)) - 1, pair.num_res - 1]
+    assert not any(viol) and debug["heavy_atom_rmsd_to_input"] < 0.5
