@@ -34,13 +34,12 @@ import haiku as hk  # noqa: E402
 import jax  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
+import reference_utils  # noqa: E402
 import torch  # noqa: E402
 from alphafold.common import confidence as af2_confidence  # noqa: E402
 from alphafold.data import parsers, pipeline, templates  # noqa: E402
 from alphafold.model import features as af2_features  # noqa: E402
 from alphafold.model import modules as af2_modules  # noqa: E402
-
-import reference_utils  # noqa: E402
 from shared import SHARED_DATA  # noqa: E402
 
 MMCIF_DIR = SHARED_DATA / "structures" / "mmcif"
@@ -166,14 +165,16 @@ def _first_slice(batch: dict[str, np.ndarray], cfg: ml_collections.ConfigDict) -
 
 def _is_stacked(path: str) -> bool:
     parts = path.split("/")
-    return any(p in parts for p in ("evoformer_iteration", "extra_msa_stack", "__layer_stack_no_state"))
+    stacks = ("evoformer_iteration", "extra_msa_stack", "__layer_stack_no_state")
+    return any(p in parts for p in stacks)
 
 
 def random_params(
     cfg: ml_collections.ConfigDict, batch: dict[str, np.ndarray], seed: int
 ) -> dict[str, np.ndarray]:
     """Random AF2-format parameters (flat ``path//name``) with the reference's shapes."""
-    shapes = jax.eval_shape(_transformed(cfg).init, jax.random.PRNGKey(seed), _first_slice(batch, cfg))
+    init = _transformed(cfg).init
+    shapes = jax.eval_shape(init, jax.random.PRNGKey(seed), _first_slice(batch, cfg))
     rng = np.random.default_rng(seed)
     params = {}
     for key, spec in sorted(reference_utils.flatten_params(shapes).items()):
@@ -217,14 +218,16 @@ def reference_forward(
     ret: dict[str, Any] = {}
     for r in range(cfg.model.num_recycle + 1):
         sliced = {k: v[r] for k, v in batch.items()}
-        ret = jax.tree_util.tree_map(np.asarray, apply(nested, jax.random.PRNGKey(0), {**sliced, **prev}))
+        ret = apply(nested, jax.random.PRNGKey(0), {**sliced, **prev})
+        ret = jax.tree_util.tree_map(np.asarray, ret)
         prev = {
             "prev_pos": ret["structure_module"]["final_atom_positions"],
             "prev_msa_first_row": ret["representations"]["msa_first_row"],
             "prev_pair": ret["representations"]["pair"],
         }
     seq_mask = batch["seq_mask"][0]
-    pae_logits = ret["predicted_aligned_error"]["logits"] if "predicted_aligned_error" in ret else None
+    pae = ret.get("predicted_aligned_error")
+    pae_logits = pae["logits"] if pae is not None else None
     out = {
         "final_atom_positions": ret["structure_module"]["final_atom_positions"],
         "final_atom_mask": ret["structure_module"]["final_atom_mask"],
@@ -267,7 +270,8 @@ def compare(ours: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> dict[str
     mask = ref["final_atom_mask"].astype(bool)
     diff = np.linalg.norm(ours["final_atom_positions"] - ref["final_atom_positions"], axis=-1)
     errors["final_atom_positions_max_A"] = float(diff[mask].max())
-    errors["final_atom_mask_mismatch"] = float(np.abs(ours["final_atom_mask"] - ref["final_atom_mask"]).max())
+    mask_diff = np.abs(ours["final_atom_mask"] - ref["final_atom_mask"])
+    errors["final_atom_mask_mismatch"] = float(mask_diff.max())
     errors["plddt_max_abs"] = float(np.abs(ours["plddt"] - ref["plddt"]).max())
     for name in ("distogram_logits", "masked_msa_logits", "experimentally_resolved_logits"):
         scale = float(np.abs(ref[name]).max())

@@ -280,6 +280,71 @@ class TemplateEmbedding(nn.Module):
 # Template torsion angles as extra MSA rows (Alg. 2 lines 7-8)
 
 
+_CHI_ATOMS = torch.as_tensor(rc.chi_angles_atom_indices_with_unk)  # [21, 4, 4] atom37 ids
+_BACKBONE_QUADS = (  # (residue offset, atom37 id) of the 4 atoms of omega, phi, psi
+    ((-1, rc.atom_order["CA"]), (-1, _C), (0, _N), (0, _CA)),
+    ((-1, _C), (0, _N), (0, _CA), (0, _C)),
+    ((0, _N), (0, _CA), (0, _C), (0, rc.atom_order["O"])),
+)
+
+
+def _torsion_sin_cos(aatype: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """(sin, cos) of the 7 torsions ``[*, N_res, 7, 2]`` with AF2's exact float32
+    arithmetic.
+
+    The atoms of undefined torsions (missing atoms are at the origin) can be collinear, e.g.
+    the omega of a template residue whose predecessor is unaligned. AF2 keeps the value its
+    Gram-Schmidt gives there, which is rounding noise, and feeds it to the network with
+    its released parameters. To give the same numbers this follows AF2's operation order
+    component by component: frame from the first three atoms (Suppl. Alg. 21), the fourth
+    atom mapped by the inverted frame as ``R^T x - R^T t``, and with correctly rounded
+    square roots (``torch.sqrt`` on AVX-512 CPUs can be 1 ulp off; fp64 then fp32 is exact).
+    """
+
+    def sqrt(x: torch.Tensor) -> torch.Tensor:
+        return torch.sqrt(x.double()).float()
+
+    aatype = torch.clamp(aatype.long(), max=20)
+    pos = positions.float()
+    prev = torch.cat([torch.zeros_like(pos[..., :1, :, :]), pos[..., :-1, :, :]], dim=-3)
+    backbone = torch.stack(
+        [
+            torch.stack([(prev if off else pos)[..., atom, :] for off, atom in quad], dim=-2)
+            for quad in _BACKBONE_QUADS
+        ],
+        dim=-3,
+    )  # [*, N, 3, 4, 3]
+    chi_idx = _CHI_ATOMS.to(pos.device)[aatype]  # [*, N, 4, 4]
+    chis = torch.gather(
+        pos[..., None, :, :].expand(*chi_idx.shape[:-1], 37, 3),
+        -2,
+        chi_idx[..., None].expand(*chi_idx.shape, 3),
+    )  # [*, N, 4, 4, 3]
+    quads = torch.cat([backbone, chis], dim=-3)  # [*, N, 7, 4, 3]
+    xy_x, xy_y, xy_z = quads[..., 0, :].unbind(-1)
+    nx_x, nx_y, nx_z = quads[..., 1, :].unbind(-1)
+    o_x, o_y, o_z = quads[..., 2, :].unbind(-1)
+    p_x, p_y, p_z = quads[..., 3, :].unbind(-1)
+
+    e0x, e0y, e0z = o_x - nx_x, o_y - nx_y, o_z - nx_z
+    norm = sqrt(e0x * e0x + e0y * e0y + e0z * e0z + 1e-8)
+    e0x, e0y, e0z = e0x / norm, e0y / norm, e0z / norm
+    e1x, e1y, e1z = xy_x - o_x, xy_y - o_y, xy_z - o_z
+    c = e1x * e0x + e1y * e0y + e1z * e0z
+    e1x, e1y, e1z = e1x - c * e0x, e1y - c * e0y, e1z - c * e0z
+    norm = sqrt(e1x * e1x + e1y * e1y + e1z * e1z + 1e-8)
+    e1x, e1y, e1z = e1x / norm, e1y / norm, e1z / norm
+    e2x, e2y, e2z = e0y * e1z - e0z * e1y, e0z * e1x - e0x * e1z, e0x * e1y - e0y * e1x
+    # Only the local y and z of the fourth atom are needed: rows e1 and e2 of R^T.
+    y = (e1x * p_x + e1y * p_y + e1z * p_z) + -(e1x * o_x + e1y * o_y + e1z * o_z)
+    z = (e2x * p_x + e2y * p_y + e2z * p_z) + -(e2x * o_x + e2y * o_y + e2z * o_z)
+    sin_cos = torch.stack([z, y], dim=-1)
+    sin, cos = sin_cos[..., :1], sin_cos[..., 1:]
+    sin_cos = sin_cos / sqrt(sin * sin + cos * cos + 1e-8)
+    # psi is measured to O, opposite the next residue's N: mirror it.
+    return sin_cos * sin_cos.new_tensor([1.0, 1.0, -1.0, 1.0, 1.0, 1.0, 1.0])[:, None]
+
+
 def build_template_angle_feat(
     template_aatype: torch.Tensor,
     template_all_atom_positions: torch.Tensor,
@@ -289,22 +354,29 @@ def build_template_angle_feat(
 
     One-hot aatype (22), sin/cos of the 7 torsions (14), their alternative (pi-shifted)
     values (14) and the torsion masks (7). Undefined torsions keep whatever the missing
-    atoms give, as AF2 does with its released parameters. Also returns the MSA mask for
-    these rows: the psi mask, which depends only on the residue's own backbone.
+    atoms give, as AF2 does with its released parameters (see :func:`_torsion_sin_cos`).
+    Also returns the MSA mask for these rows: the psi mask, which depends only on the
+    residue's own backbone.
 
     Shapes: ``template_aatype [*, N_templ, N_res]``, ``template_all_atom_positions
     [*, N_templ, N_res, 37, 3]``, ``template_all_atom_masks [*, N_templ, N_res, 37]`` ->
     ``(feat [*, N_templ, N_res, 57], mask [*, N_templ, N_res])``.
     """
-    angles = atom37_to_torsion_angles(
-        template_aatype, template_all_atom_positions, template_all_atom_masks,
-        placeholder_for_undefined=False,
-    )
-    aatype = nn.functional.one_hot(template_aatype.long(), NUM_TEMPLATE_AATYPES).float()
-    sin_cos = angles["torsion_angles_sin_cos"].flatten(-2)
-    alt_sin_cos = angles["alt_torsion_angles_sin_cos"].flatten(-2)
+    with torch.autocast(template_aatype.device.type, enabled=False):
+        angles = atom37_to_torsion_angles(
+            template_aatype, template_all_atom_positions, template_all_atom_masks
+        )
+        sin_cos = _torsion_sin_cos(template_aatype, template_all_atom_positions)
     mask = angles["torsion_angles_mask"]
-    feat = torch.cat([aatype, sin_cos, alt_sin_cos, mask], dim=-1)
+    pi_periodic = torch.as_tensor(rc.chi_pi_periodic + [[0.0] * 4], device=sin_cos.device)
+    alt_sign = torch.cat(
+        [torch.ones(3, device=sin_cos.device).expand(*template_aatype.shape, 3),
+         1.0 - 2.0 * pi_periodic[torch.clamp(template_aatype.long(), max=20)]],
+        dim=-1,
+    )
+    alt_sin_cos = sin_cos * alt_sign[..., None]
+    aatype = nn.functional.one_hot(template_aatype.long(), NUM_TEMPLATE_AATYPES).float()
+    feat = torch.cat([aatype, sin_cos.flatten(-2), alt_sin_cos.flatten(-2), mask], dim=-1)
     return feat, mask[..., 2]
 
 
@@ -333,7 +405,9 @@ class TemplateTorsionEmbedder(nn.Module):
 AF2_TEMPLATE_EMBEDDING_PATH = "alphafold/alphafold_iteration/evoformer/template_embedding"
 AF2_EVOFORMER_PATH = "alphafold/alphafold_iteration/evoformer"
 #: Where haiku's layer stack puts the stacked template pair blocks.
-AF2_TEMPLATE_PAIR_STACK_SUFFIX = "single_template_embedding/template_pair_stack/__layer_stack_no_state"
+AF2_TEMPLATE_PAIR_STACK_SUFFIX = (
+    "single_template_embedding/template_pair_stack/__layer_stack_no_state"
+)
 
 
 def template_pair_block_rows(prefix: str, af2_path: str) -> Table:
