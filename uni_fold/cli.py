@@ -309,7 +309,7 @@ def target_alignments(args: argparse.Namespace, msa_mode: str, name: str) -> str
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr, force=True)
+                        stream=sys.stderr)
 
 
 def _plan(args: argparse.Namespace, targets: list, failed: list[tuple[str, str]]
