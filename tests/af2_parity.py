@@ -204,15 +204,22 @@ def save_npz(params: dict[str, np.ndarray], path: str | Path) -> Path:
 # Running both sides
 
 
-def reference_forward(
-    cfg: ml_collections.ConfigDict, params: dict[str, np.ndarray], batch: dict[str, np.ndarray]
-) -> dict[str, np.ndarray]:
-    """The reference with recycling: one ``AlphaFoldIteration`` per slice, fp32 state."""
+def nest_params(params: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+    """Flat ``path//name`` params -> haiku's nested ``{path: {name: array}}``."""
     nested: dict[str, dict[str, np.ndarray]] = {}
     for key, value in params.items():
         path, name = key.split("//")
         nested.setdefault(path, {})[name] = value
-    apply = jax.jit(_transformed(cfg).apply)
+    return nested
+
+
+def reference_recycling(
+    cfg: ml_collections.ConfigDict, nested: dict[str, Any], batch: dict[str, np.ndarray],
+    apply: Any = None,
+) -> dict[str, Any]:
+    """Raw reference outputs of the last iteration after ``num_recycle`` recycles; pass a
+    jitted ``apply`` (``jax.jit(hk.transform(...).apply)``) to reuse its compilation."""
+    apply = apply if apply is not None else reference_apply(cfg)
     b = _first_slice(batch, cfg)
     prev = {k: b[k] for k in ("prev_pos", "prev_msa_first_row", "prev_pair")}
     ret: dict[str, Any] = {}
@@ -225,6 +232,20 @@ def reference_forward(
             "prev_msa_first_row": ret["representations"]["msa_first_row"],
             "prev_pair": ret["representations"]["pair"],
         }
+    return ret
+
+
+def reference_apply(cfg: ml_collections.ConfigDict) -> Any:
+    """The jitted ``apply`` of one reference ``AlphaFoldIteration``."""
+    return jax.jit(_transformed(cfg).apply)
+
+
+def reference_forward(
+    cfg: ml_collections.ConfigDict, params: dict[str, np.ndarray], batch: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """The reference with recycling: one ``AlphaFoldIteration`` per slice, fp32 state, and
+    the confidences of the reference's ``alphafold.common.confidence``."""
+    ret = reference_recycling(cfg, nest_params(params), batch)
     seq_mask = batch["seq_mask"][0]
     pae = ret.get("predicted_aligned_error")
     pae_logits = pae["logits"] if pae is not None else None
@@ -329,7 +350,10 @@ __all__ = [
     "compare",
     "ours_forward",
     "processed_features",
+    "nest_params",
     "random_params",
+    "reference_apply",
+    "reference_recycling",
     "raw_features",
     "reference_config",
     "reference_forward",

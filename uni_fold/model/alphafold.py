@@ -286,6 +286,16 @@ class AlphaFold(nn.Module):
     # -- weights -------------------------------------------------------------------------
 
     @classmethod
+    def _uninitialised(cls, config: Config) -> AlphaFold:
+        """A model whose parameters are allocated but not initialised (they are about to be
+        overwritten; random initialisation of 93M parameters takes seconds)."""
+        with torch.device("meta"):
+            model = cls(config)
+        if any(True for _ in model.buffers()):  # buffers would need their initial values
+            return cls(config)
+        return model.to_empty(device="cpu")
+
+    @classmethod
     def from_alphafold_params(
         cls,
         path: str | os.PathLike,
@@ -318,7 +328,7 @@ class AlphaFold(nn.Module):
         for key, value in infer_block_counts(params).items():
             shorthands.setdefault(key, value)
         config = model_config(preset, dotted, num_recycle=num_recycle, **shorthands)
-        model = cls(config)
+        model = cls._uninitialised(config)
         load_alphafold_params(model, params)
         logger.info("built %s from AF2 parameters %s (%s)", preset, path, _block_summary(config))
         return model
@@ -352,7 +362,7 @@ class AlphaFold(nn.Module):
                 f"checkpoint weights {weights_path} cannot be read ({err}); the file is "
                 "corrupt or truncated: write it again with save_checkpoint"
             ) from err
-        model = cls(config)
+        model = cls._uninitialised(config)
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise ValueError(
