@@ -20,6 +20,7 @@ newest ``step_*`` folder is always complete.
 from __future__ import annotations
 
 import base64
+import enum
 import json
 import logging
 import os
@@ -123,6 +124,25 @@ def _write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=1, sort_keys=True))
 
 
+#: Entries of a DeepSpeed ZeRO-1/2 optimizer state that hold DeepSpeed objects and are not
+#: needed to resume on the same number of ranks (the fp16 loss scaler, the slice table of
+#: DeepSpeed's "universal" checkpoints).
+_ZERO_OBJECT_ENTRIES = ("loss_scaler", "param_slice_mappings")
+
+
+def plain_zero_state(state: Mapping[str, Any]) -> dict[str, Any]:
+    """A DeepSpeed ZeRO optimiser state with only tensors and plain Python values, so it
+    loads with ``torch.load(weights_only=True)``; enums become their int values."""
+    out = {}
+    for key, value in state.items():
+        if key in _ZERO_OBJECT_ENTRIES:
+            continue
+        if isinstance(value, enum.Enum):
+            value = value.value
+        out[key] = value
+    return out
+
+
 def step_dir_name(step: int) -> str:
     return f"step_{step:08d}"
 
@@ -171,7 +191,7 @@ def save_training_checkpoint(
 
     _write_json(tmp / f"rank_{ctx.rank}.json", dict(rank_state))
     if sharded_optimizer:
-        torch.save(optimizer.state_dict(), tmp / f"optimizer_rank{ctx.rank}.pt")
+        torch.save(plain_zero_state(optimizer.state_dict()), tmp / f"optimizer_rank{ctx.rank}.pt")
     if ctx.is_main:
         save_checkpoint(model, tmp / MODEL_DIR)
         with ema.swapped_into(model):

@@ -391,7 +391,10 @@ class Trainer:
                              f"{state['world_size']} ranks; resume with as many")
         optim_state = ckpt.load_optimizer_state(directory, self.ctx.rank, sharded)
         if sharded:
-            self.optimizer.load_state_dict([optim_state], load_from_fp32_weights=True)
+            # ZeRO takes every rank's state by rank; same world size, so only ours is read.
+            states: list[Any] = [None] * self.ctx.world_size
+            states[self.ctx.rank] = optim_state
+            self.optimizer.load_state_dict(states, load_from_fp32_weights=True)
         else:
             self.optimizer.load_state_dict(optim_state)
         self.scheduler.load_state_dict(state["scheduler"])
