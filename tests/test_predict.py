@@ -13,8 +13,14 @@
 """
 from __future__ import annotations
 
+import http.server
+import io
+import json
 import logging
 import os
+import tarfile
+import threading
+import urllib.parse
 from pathlib import Path
 
 import numpy as np
@@ -257,6 +263,9 @@ def _bad_cases(tmp: Path, params: Path, aln: Path) -> dict[str, tuple[list, str]
                                      "--templates"], "template mmCIF folder"),
         "existing directory": ([good, "-o", busy, *common, "--alignments-dir", aln],
                                "exists but is not a finished prediction"),
+        **({} if torch.cuda.is_available() else {
+            "no GPU": ([good, "-o", out, *common, "--alignments-dir", aln, "--device", "cuda"],
+                       "PyTorch sees no CUDA GPU")}),
     }
 
 
@@ -405,3 +414,76 @@ def test_out_of_memory_is_retried_with_smaller_chunks(
         runner_mod.run_with_oom_retry(net, batch, runtime.replace(chunk_size=64), 13)
     assert not runner_mod.is_out_of_memory(ValueError("out of memory"))
     assert runner_mod.is_out_of_memory(MemoryError())
+
+
+# -------------------------------------------------------------------- server mode
+
+
+class _StandIn(http.server.BaseHTTPRequestHandler):
+    """A ColabFold MMseqs2 server that finishes every job at once; its result is the real
+    server answer for myoglobin (the bundled example's a3m), query renamed ``101``."""
+
+    answer = b""
+    requests: list[str] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        length = int(self.headers["Content-Length"])
+        form = urllib.parse.parse_qs(self.rfile.read(length).decode())
+        self.requests.append(f"POST {self.path} {form['mode'][0]}")
+        self._send(json.dumps({"id": "job1", "status": "COMPLETE"}).encode(), "application/json")
+
+    def do_GET(self) -> None:  # noqa: N802
+        self.requests.append(f"GET {self.path}")
+        if self.path == "/result/download/job1":
+            self._send(self.answer, "application/octet-stream")
+        else:
+            self._send(json.dumps({"id": "job1", "status": "COMPLETE"}).encode(),
+                       "application/json")
+
+    def _send(self, body: bytes, kind: str) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        return None
+
+
+def _server_answer(a3m: str) -> bytes:
+    lines = a3m.splitlines()
+    assert lines[0].startswith(">")
+    text = "\n".join([">101"] + lines[1:]) + "\n\x00"
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        data = text.encode()
+        info = tarfile.TarInfo("uniref.a3m")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def test_server_mode_against_a_stand_in(tiny_params: Path, tmp_path: Path) -> None:
+    example = REPO_ROOT / "examples" / "myoglobin"
+    _StandIn.answer = _server_answer(
+        (example / "alignments" / "102m_A" / "non_pairing.a3m").read_text())
+    _StandIn.requests = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _StandIn)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        out = tmp_path / "out"
+        argv = [example / "102m_A.fasta", "--output-dir", out, "--params-dir", tiny_params,
+                "--model-preset", TINY[0], "--num-recycle", 0, "--msa-mode", "server",
+                "--host-url", f"http://127.0.0.1:{server.server_address[1]}"]
+        assert _run(*argv) == 0
+        assert _run(*argv, "--overwrite") == 0  # the fetched MSA is reused
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert _StandIn.requests == ["POST /ticket/msa env", "GET /result/download/job1"]
+    assert sorted(os.listdir(out / "alignments" / "102m_A")) == ["colabfold.a3m"]
+    assert sorted(os.listdir(out / "102m_A" / "msas")) == ["colabfold.a3m"]
+    msa = feature_io.load_features(out / "102m_A" / "features.npz")["msa"]
+    assert msa.shape == (98, 154)  # the server's 98 rows

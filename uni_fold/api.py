@@ -52,6 +52,7 @@ __all__ = [
     "predict",
     "read_targets",
     "relax_prediction",
+    "server_alignments",
 ]
 
 #: AF2's ``--model_preset`` values for monomers -> the parameter sets they run.
@@ -226,8 +227,9 @@ def parse_target(sequence_or_fasta: str | os.PathLike, name: str | None = None) 
     if len(sequences) != 1:
         raise ValueError(f"{source} holds {len(sequences)} records; predict() takes one target "
                          "- loop over uni_fold.read_targets(...) or use predict-structure")
-    description = descriptions[0] if name is None else name
-    return Target(safe_name(description), sequences[0], description)
+    if name is not None:  # an explicit name is used whole, blanks become '_'
+        return Target(safe_name("_".join(name.split())), sequences[0], name)
+    return Target(safe_name(descriptions[0]), sequences[0], descriptions[0])
 
 
 def _read_table(path: Path) -> list[tuple[str, str]]:
@@ -283,16 +285,15 @@ def read_targets(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> lis
 # Features
 
 
-def server_alignments(target: Target, directory: str | os.PathLike,
-                      host_url: str | None = None) -> str:
-    """Fetch the target's MSA from a ColabFold MMseqs2 server into ``directory`` (the
-    alignments-directory layout); returns the directory."""
-    from data_pipeline import colabfold_server
+def server_alignments(queries: Mapping[str, str], alignments_dir: str | os.PathLike,
+                      host_url: str | None = None) -> dict[str, Path]:
+    """Fetch MSAs from a ColabFold MMseqs2 server (one job for all ``queries``, ``{name:
+    sequence}``) into ``<alignments_dir>/<name>/colabfold.a3m``; folders that already hold
+    one are reused. Returns ``{name: a3m path}``."""
+    from data_pipeline.colabfold_server import ColabFoldClient, fetch_server_msas
 
-    kwargs = {"host_url": host_url} if host_url else {}
-    colabfold_server.fetch_alignments(target.sequence, target.name, os.fspath(directory),
-                                      **kwargs)
-    return os.fspath(directory)
+    client = ColabFoldClient(host_url=host_url) if host_url else None
+    return fetch_server_msas(queries, alignments_dir, client=client)
 
 
 def make_features(
@@ -318,7 +319,8 @@ def make_features(
         if mode in ("search", "server") and where is None:
             where = os.path.join(scratch, target.name)
         if mode == "server":
-            server_alignments(target, where, server_url)  # type: ignore[arg-type]
+            folder = Path(where)  # type: ignore[arg-type]
+            server_alignments({folder.name: target.sequence}, folder.parent, server_url)
         if pipeline is None:
             pipe_mode = "precomputed" if mode == "server" else mode
             pipeline = DataPipeline(databases, msa_mode=pipe_mode)

@@ -11,8 +11,8 @@ the input or options were bad, 0 otherwise. Finished targets are skipped unless
 
 Example::
 
-    predict-structure examples/2q2k_A/2q2k_A.fasta --output-dir out \\
-        --msa-mode precomputed --alignments-dir examples/2q2k_A/alignments
+    predict-structure examples/myoglobin/102m_A.fasta --output-dir predictions \\
+        --alignments-dir examples/myoglobin/alignments
 """
 from __future__ import annotations
 
@@ -161,7 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"template mmCIF files (default: <db-dir>/{TEMPLATE_MMCIF_SUBDIR})")
     p.add_argument("--max-template-date", type=_date, default=None,
                    help="latest template release date YYYY-MM-DD (default: today)")
-    p.add_argument("--host-url", default=None, help="ColabFold MMseqs2 server (server mode)")
+    p.add_argument("--host-url", "--msa-server-url", default=None,
+                   help="ColabFold MMseqs2 server of --msa-mode server (default: "
+                        "https://api.colabfold.com)")
     p.add_argument("--max-msa", type=_max_msa, default=None,
                    help="MSA clusters:extra rows fed to the network, e.g. 512:1024")
     p.add_argument("--rank", choices=("auto", "plddt", "ptm"), default="auto",
@@ -338,6 +340,35 @@ def _plan(args: argparse.Namespace, targets: list, failed: list[tuple[str, str]]
     return todo, skipped
 
 
+def check_relax_available() -> None:
+    """Raise :class:`UsageError` when ``--amber`` cannot run (no OpenMM / pdbfixer)."""
+    try:
+        from uni_fold.relax import AmberRelaxation  # noqa: F401
+    except ImportError as err:
+        from uni_fold.relax import MISSING_EXTRA
+
+        raise UsageError(f"--amber: {MISSING_EXTRA} ({err})") from err
+
+
+def _fetch_server_msas(args: argparse.Namespace, todo: list,
+                       failed: list[tuple[str, str]]) -> list:
+    """One ColabFold server job for every target still to run (folders already holding an
+    MSA are reused); on failure every such target fails with the server's message."""
+    from uni_fold import api
+
+    root = Path(args.alignments_dir or Path(args.output_dir) / "alignments")
+    start = time.perf_counter()
+    try:
+        api.server_alignments({t.name: t.sequence for t in todo}, root, args.host_url)
+    except Exception as err:  # noqa: BLE001 - reported per target
+        logger.error("MSA server: %s", err)
+        failed.extend((t.name, f"MSA server: {err}") for t in todo)
+        return []
+    logger.info("server MSAs of %d target(s) in %s (%.1f s)", len(todo), root,
+                time.perf_counter() - start)
+    return todo
+
+
 def _predict_one(args: argparse.Namespace, setup: dict, target, bar) -> None:  # noqa: ANN001
     from uni_fold import api
     from uni_fold.inference.outputs import write_prediction
@@ -396,13 +427,16 @@ def run(args: argparse.Namespace) -> int:
     """Run ``predict-structure`` for parsed ``args``; returns the exit status."""
     from data_pipeline.pipeline import DataPipeline
     from uni_fold import api
-    from uni_fold.inference.runner import load_runner
+    from uni_fold.inference.runner import load_runner, resolve_device
 
     start_all = time.perf_counter()
     setup: dict = {}
     try:
         targets = api.read_targets(args.inputs)
         setup["msa_mode"] = msa_mode = choose_msa_mode(args)
+        resolve_device(args.device)
+        if args.amber:
+            check_relax_available()
         setup["databases"] = database_config(args, msa_mode)
         models = args.models.split(",") if args.models else None
         setup["names"] = names = api.model_names(args.model_preset, models)
@@ -429,6 +463,8 @@ def run(args: argparse.Namespace) -> int:
             logger.error("cannot load the models: %s", err)
             return EXIT_ERROR
         logger.info("loaded %d model(s) in %.1f s", len(names), time.perf_counter() - start)
+        if msa_mode == "server":
+            todo = _fetch_server_msas(args, todo, failed)
         done = _run_targets(args, setup, todo, failed)
 
     logger.info("done in %.1f s: %d predicted, %d skipped, %d failed",

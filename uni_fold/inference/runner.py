@@ -274,6 +274,9 @@ class ModelRunner:
         self.device = resolve_device(device)
         backend = attention_backend or ("sdpa" if self.device.type == "cuda" else "torch")
         self.runtime = RuntimeConfig(attention_backend=backend, precision=precision)
+        if precision == "bf16" and self.device.type == "cpu":
+            logger.warning("bf16 on the CPU is slow (no bf16 matrix units on most CPUs); "
+                           "it is meant for GPUs - use fp32 here")
         self.chunk_size = chunk_size
         self.models: dict[str, AlphaFold] = {}
         for name, net in models.items():
