@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from data_pipeline import residue_constants as rc
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -92,6 +94,11 @@ def synthetic_batch(args: argparse.Namespace, length: int) -> dict[str, np.ndarr
         "template_pseudo_beta": pos[:, :, 3],
         "template_pseudo_beta_mask": np.ones((t, n), np.float32),
         "template_mask": np.ones(t, np.float32),
+        # Read by the reference's structure module only.
+        "atom14_atom_exists": rc.restype_atom14_mask[aatype],
+        "atom37_atom_exists": rc.restype_atom37_mask[aatype],
+        "residx_atom14_to_atom37": rc.restype_atom14_to_atom37[aatype].astype(np.int32),
+        "residx_atom37_to_atom14": rc.restype_atom37_to_atom14[aatype].astype(np.int32),
     }
     return {k: np.stack([v] * r) for k, v in one.items()}
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from af2_parity import ParitySetup, run_parity
+from alphafold.common import confidence as af2_confidence
 
 from uni_fold.config import model_config
 from uni_fold.model.alphafold import (
@@ -26,6 +27,7 @@ from uni_fold.model.alphafold import (
     load_alphafold_params,
     save_checkpoint,
 )
+from uni_fold.model.runtime import RuntimeConfig, apply_runtime
 from uni_fold.model.weights import WeightImportError
 
 SETUP = ParitySetup(
@@ -277,3 +279,27 @@ def test_ca_distance_rms_change():
     assert abs(float(change) - np.sqrt(6 * 4 / 16)) < 1e-4
     mask[3] = 0
     assert float(ca_distance_rms_change(pos, moved, mask)) < 1e-3
+    # Against the reference's own criterion (ColabFold's AF2 v2.3 early stop), real-ish data.
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(12, 37, 3, generator=g) * 8, torch.randn(12, 37, 3, generator=g) * 8
+    mask = (torch.rand(12, generator=g) > 0.2).float()
+    expected = af2_confidence.compute_tol(a.numpy(), b.numpy(), mask.numpy())
+    assert abs(float(ca_distance_rms_change(a, b, mask)) - float(expected)) < 1e-5
+
+
+def test_runtime_knobs_keep_the_numbers():
+    model = tiny_model()
+    batch = tiny_batch()
+    with torch.no_grad():
+        plain = model(batch)
+        apply_runtime(model, RuntimeConfig(chunk_size=2, attention_backend="sdpa"))
+        chunked = model(batch)
+        apply_runtime(model, RuntimeConfig(precision="bf16"))
+        half = model(batch)
+    for key in ("final_atom_positions", "distogram_logits", "plddt"):
+        torch.testing.assert_close(chunked[key], plain[key], rtol=1e-4, atol=1e-4)
+    # bf16 trunk: geometry and the recycled state stay fp32, the numbers stay close.
+    assert half["final_atom_positions"].dtype == torch.float32
+    assert half["prev_pair"].dtype == torch.float32
+    assert torch.isfinite(half["final_atom_positions"]).all()
+    assert (half["plddt"] - plain["plddt"]).abs().max() < 5.0
