@@ -171,7 +171,7 @@ def run_reference(args: argparse.Namespace, length: int) -> dict[str, float]:
     batch = synthetic_batch(args, length)
     if not cfg.model.embeddings_and_evoformer.template.enabled:
         batch = {k: v for k, v in batch.items() if not k.startswith("template_")}
-    nested = jax.device_put(nest_params(random_params(cfg, batch, seed=0)))
+    nested = jax.device_put(nest_params(random_params(cfg, seed=0)))
     apply = reference_apply(cfg)
     t = time.perf_counter()
     reference_recycling(cfg, nested, batch, apply)

@@ -169,17 +169,46 @@ def _is_stacked(path: str) -> bool:
     return any(p in parts for p in stacks)
 
 
-def random_params(
-    cfg: ml_collections.ConfigDict, batch: dict[str, np.ndarray], seed: int
-) -> dict[str, np.ndarray]:
+def _shape_batch(cfg: ml_collections.ConfigDict, n: int = 8) -> dict[str, np.ndarray]:
+    """A minimal processed batch (one recycling slice) to trace the reference with."""
+    f32, i32 = np.float32, np.int32
+    batch = {
+        "aatype": np.zeros(n, i32), "target_feat": np.zeros((n, 22), f32),
+        "msa_feat": np.zeros((2, n, 49), f32), "msa_mask": np.ones((2, n), f32),
+        "seq_mask": np.ones(n, f32), "residue_index": np.arange(n, dtype=i32),
+        "extra_msa": np.zeros((2, n), i32), "extra_msa_mask": np.ones((2, n), f32),
+        "extra_has_deletion": np.zeros((2, n), f32),
+        "extra_deletion_value": np.zeros((2, n), f32),
+        "atom14_atom_exists": np.ones((n, 14), f32), "atom37_atom_exists": np.ones((n, 37), f32),
+        "residx_atom14_to_atom37": np.zeros((n, 14), i32),
+        "residx_atom37_to_atom14": np.zeros((n, 37), i32),
+    }
+    if cfg.model.embeddings_and_evoformer.template.enabled:
+        batch.update({
+            "template_aatype": np.zeros((1, n), i32),
+            "template_all_atom_positions": np.zeros((1, n, 37, 3), f32),
+            "template_all_atom_masks": np.ones((1, n, 37), f32),
+            "template_pseudo_beta": np.zeros((1, n, 3), f32),
+            "template_pseudo_beta_mask": np.ones((1, n), f32),
+            "template_mask": np.ones(1, f32),
+        })
+    return {k: v[None] for k, v in batch.items()}
+
+
+def reference_param_shapes(cfg: ml_collections.ConfigDict) -> dict[str, tuple[int, ...]]:
+    """``path//name -> shape`` of the reference's parameters for ``cfg`` (AF2's ``.npz``
+    layout), from tracing its ``init`` (``jax.eval_shape``: nothing is compiled or run)."""
+    batch = _shape_batch(cfg)
+    shapes = jax.eval_shape(_transformed(cfg).init, jax.random.PRNGKey(0), _first_slice(batch, cfg))
+    return {k: tuple(v.shape) for k, v in reference_utils.flatten_params(shapes).items()}
+
+
+def random_params(cfg: ml_collections.ConfigDict, seed: int) -> dict[str, np.ndarray]:
     """Random AF2-format parameters (flat ``path//name``) with the reference's shapes."""
-    init = _transformed(cfg).init
-    shapes = jax.eval_shape(init, jax.random.PRNGKey(seed), _first_slice(batch, cfg))
     rng = np.random.default_rng(seed)
     params = {}
-    for key, spec in sorted(reference_utils.flatten_params(shapes).items()):
+    for key, shape in sorted(reference_param_shapes(cfg).items()):
         path, name = key.split("//")
-        shape = tuple(spec.shape)
         core = shape[1:] if _is_stacked(path) else shape
         noise = rng.standard_normal(shape)
         if name == "scale":
@@ -319,7 +348,7 @@ def run_parity(setup: ParitySetup, workdir: str | Path) -> ParityResult:
     timings["features_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    params = random_params(cfg, batch, setup.seed)
+    params = random_params(cfg, setup.seed)
     npz = save_npz(params, Path(workdir) / f"params_{setup.preset}.npz")
     timings["params_s"] = time.perf_counter() - t
 
@@ -353,6 +382,7 @@ __all__ = [
     "nest_params",
     "random_params",
     "reference_apply",
+    "reference_param_shapes",
     "reference_recycling",
     "raw_features",
     "reference_config",

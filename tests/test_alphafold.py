@@ -113,7 +113,9 @@ def test_params_that_do_not_fit_name_the_keys(parity, tmp_path):
 
 def test_table_covers_every_parameter_of_every_preset():
     for preset in ("model_1", "model_2_ptm", "model_3", "model_5_ptm", "tiny"):
-        model = AlphaFold(model_config(preset, evoformer_num_block=1, extra_msa_stack_num_block=1))
+        with torch.device("meta"):
+            model = AlphaFold(model_config(preset, evoformer_num_block=1,
+                                           extra_msa_stack_num_block=1))
         table = alphafold_table(model.config)
         assert set(table) == {k for k, _ in model.named_parameters()}, preset
 
@@ -303,3 +305,31 @@ def test_runtime_knobs_keep_the_numbers():
     assert half["prev_pair"].dtype == torch.float32
     assert torch.isfinite(half["final_atom_positions"]).all()
     assert (half["plddt"] - plain["plddt"]).abs().max() < 5.0
+
+
+@pytest.mark.parametrize("preset", ["model_1_ptm", "model_3"])
+def test_official_layout_fits_at_full_depth(preset):
+    """The reference's parameter layout for released presets (48 Evoformer, 4 extra-MSA,
+    2 template blocks: the shapes of an official ``params_<preset>.npz``) fits our model
+    exactly, with the block counts read from the stacked axes. model_1/2 and model_3/4/5
+    share their architectures; these two cover templates and the PAE head on and off."""
+    from af2_parity import reference_config, reference_param_shapes
+
+    from uni_fold.model.weights import check_af2_params
+
+    setup = ParitySetup(preset=preset, evoformer_num_block=48, extra_msa_stack_num_block=4,
+                        template_pair_stack_num_block=2)
+    shapes = reference_param_shapes(reference_config(setup))
+    params = {k: np.broadcast_to(np.float32(0.0), s) for k, s in shapes.items()}
+    counts = infer_block_counts(params)
+    expected = {"evoformer_num_block": 48, "extra_msa_stack_num_block": 4}
+    if "model_1" in preset:
+        expected["template_pair_stack_num_block"] = 2
+    assert counts == expected
+    with torch.device("meta"):
+        model = AlphaFold(model_config(preset, **counts))
+    assert check_af2_params(model, params, alphafold_table(model.config)) == []
+    num_params = sum(p.numel() for p in model.parameters())
+    assert num_params == sum(int(np.prod(s)) for s in shapes.values())
+    if preset == "model_1_ptm":
+        assert round(num_params / 1e6, 1) == 93.2  # AF2's model_1_ptm

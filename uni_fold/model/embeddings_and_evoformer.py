@@ -169,7 +169,6 @@ class EmbeddingsAndEvoformer(nn.Module):
         }
 
 
-
 # ----------------------------------------------------------------------------------------
 # AF2 parameter import (see uni_fold.model.weights)
 
