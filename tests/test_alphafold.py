@@ -191,7 +191,8 @@ def test_checkpoint_round_trip(tmp_path):
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == [
         "config.json", "model.safetensors"]
     assert json.loads((tmp_path / "ckpt" / "config.json").read_text())["name"] == "tiny"
-    loaded = AlphaFold.from_checkpoint(tmp_path / "ckpt").eval()
+    loaded = AlphaFold.from_checkpoint(tmp_path / "ckpt")
+    assert not loaded.training  # ready for inference
     assert loaded.config == model.config
     ours, theirs = model.state_dict(), loaded.state_dict()
     assert list(ours) == list(theirs)

@@ -310,7 +310,8 @@ class AlphaFold(nn.Module):
         axes of the file unless given in ``overrides``, which takes
         :func:`uni_fold.config.model_config` shorthands (``evoformer_num_block=2``, ...)
         and dotted config paths (``**{"model.heads.structure_module.num_layer": 4}``).
-        Loading is strict (:func:`load_alphafold_params`).
+        Loading is strict (:func:`load_alphafold_params`). The model is returned in
+        ``eval()`` mode (no dropout), like ``from_checkpoint``.
         """
         params = read_af2_npz(path)
         shorthands: dict[str, Any] = {}
@@ -331,13 +332,14 @@ class AlphaFold(nn.Module):
         model = cls._uninitialised(config)
         load_alphafold_params(model, params)
         logger.info("built %s from AF2 parameters %s (%s)", preset, path, _block_summary(config))
-        return model
+        return model.eval()
 
     @classmethod
     def from_checkpoint(
         cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu"
     ) -> AlphaFold:
-        """Load a checkpoint written by :func:`save_checkpoint` (no code is executed)."""
+        """Load a checkpoint written by :func:`save_checkpoint` (no code is executed), in
+        ``eval()`` mode; call ``.train()`` to fine-tune."""
         directory = Path(directory)
         config_path, weights_path = directory / CHECKPOINT_CONFIG, directory / CHECKPOINT_WEIGHTS
         for p in (config_path, weights_path):
@@ -369,7 +371,7 @@ class AlphaFold(nn.Module):
                 f"checkpoint {weights_path} does not fit its config: missing "
                 f"{sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
             )
-        return model.to(map_location)
+        return model.to(map_location).eval()
 
 
 # ----------------------------------------------------------------------------------------
