@@ -24,6 +24,7 @@ from shared import REPO_ROOT, SHARED_DATA
 
 from uni_fold.model.alphafold import AlphaFold
 from uni_fold.train import checkpoint as ckpt
+from uni_fold.train.cli import main as cli_main
 from uni_fold.train.example_inputs import ExampleChain, link_training_inputs
 from uni_fold.train.metrics import read_metrics
 from uni_fold.train.stages import build_run_config
@@ -120,3 +121,35 @@ def test_two_gloo_deepspeed_zero2_processes_equal_one_process(inputs, one_proces
     _compare(one_process, two)
     latest = ckpt.latest_checkpoint(two / "checkpoints")
     assert (latest / "optimizer_rank0.pt").is_file() and (latest / "optimizer_rank1.pt").is_file()
+
+
+def test_slurm_script_runs_torchrun_and_resumes(inputs, tmp_path):
+    """scripts/train_slurm.sh under a stand-in SLURM (srun, scontrol, nvidia-smi on PATH)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fakes = {
+        "srun": '#!/bin/sh\nwhile [ "${1#-}" != "$1" ]; do shift; done\nexec "$@"\n',
+        "scontrol": "#!/bin/sh\necho localhost\n",
+        "nvidia-smi": "#!/bin/sh\necho 'GPU 0: stand-in'\n",
+    }
+    for name, text in fakes.items():
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    env = {**ENV, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_JOB_ID": "4242",
+           "SLURM_JOB_NODELIST": "localhost", "SLURM_NNODES": "1", "SLURM_CPUS_PER_TASK": "1",
+           "UNI_FOLD_PYTHON": sys.executable, "MASTER_PORT": "29731"}
+    out = tmp_path / "slurm"
+    script = str(REPO_ROOT / "scripts" / "train_slurm.sh")
+    first = _args(inputs, out)
+    first[first.index("--max-steps") + 1] = "1"
+    assert cli_main(first) == 0  # an earlier job's step 1; the script must resume it
+    args = _args(inputs, out)
+    args[args.index("--max-steps") + 1] = "2"
+    result = subprocess.run(["bash", script, *args], env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    # [1, 1, 2] had the second submission started afresh instead of resuming.
+    assert [r["step"] for r in read_metrics(out / "metrics.jsonl")] == [1, 2]
+    result = subprocess.run(["bash", script, "--preset", "tiny"], env=env, capture_output=True,
+                            text=True)
+    assert result.returncode == 2 and "--output-dir" in result.stderr

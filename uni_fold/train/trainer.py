@@ -58,6 +58,9 @@ LossFn = Callable[[Mapping[str, Any], Mapping[str, torch.Tensor]], Mapping[str, 
 #: Seed stream of the dropout masks (distinct from the data pipeline's streams).
 _DROPOUT_STREAM = 7
 _CA = 1  # atom37 index of C-alpha
+#: Settings that may change between a run and its resumption without comment.
+_RESUME_FREE = {"max_steps", "num_workers", "log_every", "checkpoint_every", "validate_every",
+                "keep_checkpoints", "tensorboard", "max_consecutive_skips"}
 
 
 def runtime_for(run: RunConfig, device: torch.device) -> RuntimeConfig:
@@ -440,9 +443,12 @@ class Trainer:
         if saved.get("model", {}).get("model") != now["model"]["model"]:
             raise ValueError("the checkpoint's model architecture differs from this run's "
                              "(--preset / --set model.*); resume with the same settings")
-        for key in ("model", "loss", "train", "train_data"):
-            if saved.get(key) != now[key]:
-                logger.warning("resuming with changed %s settings", key)
+        for tree in ("model", "loss", "train", "train_data"):
+            before, after = saved.get(tree, {}), now[tree]
+            changed = sorted(k for k in set(before) | set(after)
+                             if before.get(k) != after.get(k) and k not in _RESUME_FREE)
+            if changed:
+                logger.warning("resuming with changed %s settings: %s", tree, ", ".join(changed))
 
     # ------------------------------------------------------------------ the loop
 
