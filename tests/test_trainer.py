@@ -358,3 +358,22 @@ def test_cli_refuses_bad_input(inputs, tmp_path, capsys):
     assert cli_main(_cli_args(inputs, out, 1)) == 0
     assert cli_main(_cli_args(inputs, out, 2)) == 2  # checkpoints there, no --resume
     assert "--resume" in capsys.readouterr().err
+
+
+def test_sigterm_checkpoints_the_current_step_and_exits(inputs, tmp_path):
+    """SLURM's pre-emption signal: finish the step, write its checkpoint, exit 0."""
+    out = tmp_path / "preempted"
+    cmd = [sys.executable, "-m", "uni_fold.train",
+           *_cli_args(inputs, out, 200, "train.checkpoint_every=2")]
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    target = out / "checkpoints" / "step_00000002"
+    deadline = time.monotonic() + 240
+    while not target.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    records = read_metrics(out / "metrics.jsonl")
+    latest = ckpt.latest_checkpoint(out / "checkpoints")
+    assert 2 <= records[-1]["step"] < 200
+    assert ckpt.load_trainer_state(latest)["step"] == records[-1]["step"]
