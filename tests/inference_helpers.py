@@ -36,13 +36,15 @@ NO_TEMPLATES = {
 }
 
 
-def tiny_checkpoint(params_dir: Path, name: str, seed: int, noise: float = 0.1) -> Path:
-    """A random tiny network (no templates, no recycling) saved as ``params_dir/name``."""
+def tiny_checkpoint(params_dir: Path, name: str, seed: int, noise: float = 0.1,
+                    no_templates: bool = True) -> Path:
+    """A random tiny network (no recycling; no templates unless ``no_templates=False``)
+    saved as ``params_dir/name``."""
     from uni_fold.config import model_config
     from uni_fold.model.alphafold import AlphaFold, save_checkpoint
 
     torch.manual_seed(seed)
-    net = AlphaFold(model_config("tiny", NO_TEMPLATES, num_recycle=0))
+    net = AlphaFold(model_config("tiny", NO_TEMPLATES if no_templates else None, num_recycle=0))
     with torch.no_grad():
         for p in net.parameters():
             p.add_(noise * torch.randn_like(p))

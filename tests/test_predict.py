@@ -1,14 +1,15 @@
 """``predict-structure`` end to end, and the runner's memory handling.
 
-1. AF2-format parameters (random, 2 Evoformer and 1 extra-MSA blocks, ``model_3_ptm``,
-   made with the reference's own parameter shapes) and a real protein with its real MSA
-   (2Q2K chain A: UniRef90, MGnify and BFD hits): every output file is checked, and the
-   coordinates, pLDDT, PAE and pTM equal the AF2 reference (``alphafold-colabfold``, JAX)
-   run live on the same processed features, through the CLI and through the Python API.
-2. Command-line flows with tiny random networks (Uni-Fold checkpoints) on real short
-   sequences: batches that go on past a failed target, skipping finished targets, the
-   bad inputs that must exit with status 2, CSV input, seeds, search mode with jackhmmer
-   on a real sequence database, the bundled example.
+1. AF2-format parameters (random, with the reference's own shapes: ``model_3_ptm``, 2
+   Evoformer and 1 extra-MSA blocks, no recycling - recycling parity is
+   ``test_alphafold.py``'s) and a real protein with its real MSA (2Q2K chain A: UniRef90,
+   MGnify and BFD hits): every output file is checked, and the coordinates, pLDDT, PAE and
+   pTM equal the AF2 reference (``alphafold-colabfold``, JAX) run live on the same
+   processed features, through the CLI and through the Python API.
+2. Command-line flows with tiny random networks (Uni-Fold checkpoints) on real sequences:
+   batches that go on past a failed target, skipping finished targets, the bad inputs
+   that must exit with status 2, CSV input, seeds, templates, search mode with jackhmmer
+   on a real sequence database, server mode against a stand-in, the bundled example.
 3. The chunk-size choice and the retry after running out of memory.
 """
 from __future__ import annotations
@@ -67,14 +68,11 @@ def af2(tmp_path_factory: pytest.TempPathFactory) -> dict:
     sequence = query_of(MSAS / "2q2k_A" / "bfd_uniclust_hits.a3m")
     fasta = write_fasta(tmp / "query.fasta", {"2q2k_A": sequence})
     setup = af2_parity.ParitySetup(preset="model_3_ptm", evoformer_num_block=2,
-                                   extra_msa_stack_num_block=1, num_recycle=1)
+                                   extra_msa_stack_num_block=1, num_recycle=0)
     cfg = af2_parity.reference_config(setup)
     target = api.read_targets(fasta)[0]
     raw, _, _ = api.make_features(target, MSAS / "2q2k_A")
-    shapes_config = model_config("model_3_ptm", num_recycle=1, max_msa_clusters=16,
-                                 max_extra_msa=32)
-    batch = process_features(raw, shapes_config, "predict", seed=0)
-    params = af2_parity.random_params(cfg, {k: v.numpy() for k, v in batch.items()}, seed=3)
+    params = af2_parity.random_params(cfg, seed=3)
     for key in params:
         if key.startswith("alphafold/alphafold_iteration/predicted_aligned_error_head/"):
             params[key] = params[key] * np.float32(PAE_HEAD_SCALE)
@@ -84,11 +82,11 @@ def af2(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
     out = tmp / "out"
     code = _run(fasta, "--output-dir", out, "--params-dir", params_dir, "--model-preset",
-                "monomer_ptm", "--models", "3", "--num-recycle", 1, "--alignments-dir", MSAS,
+                "monomer_ptm", "--models", "3", "--num-recycle", 0, "--alignments-dir", MSAS,
                 "--max-msa", "16:32", "--seed", 7)
     # The reference on the features the run saved, processed as the run processed them.
     config = model_config("model_3_ptm")
-    runner_mod.configure(config, num_recycle=1, max_msa=(16, 32))
+    runner_mod.configure(config, num_recycle=0, max_msa=(16, 32))
     seed = runner_mod.model_seed(0, 1, 7)
     saved = feature_io.load_features(out / "2q2k_A" / "features.npz")
     batch = process_features(saved, config, "predict", seed=seed)
@@ -110,7 +108,7 @@ def test_af2_params_every_output(af2: dict) -> None:
                                               "uniref90_hits.sto"]
     conf = read_json(d / "confidence_model_3_ptm.json")
     assert conf["model_name"] == "model_3_ptm" and conf["seed"] == 7
-    assert conf["num_recycles"] == 1
+    assert conf["num_recycles"] == 0
     plddt, pae = np.array(conf["plddt"]), np.array(conf["pae"])
     assert plddt.shape == (n,) and pae.shape == (n, n)
     assert np.all((plddt >= 0) & (plddt <= 100)) and np.all(pae >= 0)
@@ -163,7 +161,7 @@ def test_af2_params_cli_equals_reference(af2: dict) -> None:
 def test_af2_params_api_equals_reference(af2: dict, tmp_path: Path,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    model = api.load_model("model_3_ptm", af2["params_dir"], num_recycle=1, max_msa=(16, 32))
+    model = api.load_model("model_3_ptm", af2["params_dir"], num_recycle=0, max_msa=(16, 32))
     pred = api.predict(af2["fasta"], model, MSAS / "2q2k_A", seed=7)
     assert os.listdir(tmp_path) == []
     m = pred.best
@@ -337,6 +335,28 @@ def test_search_mode_writes_reusable_alignments(tiny_params: Path, tmp_path: Pat
     again = tmp_path / "again"
     assert _run(*argv[:2], again, *argv[3:], "--alignments-dir", out / "alignments") == 0
     assert read_json(again / "102m_A" / "confidence_tiny_1_ptm.json") == first
+
+
+def test_templates_from_precomputed_hits(tmp_path: Path) -> None:
+    """``--templates``: the hhsearch hits in the alignments folder are featurised from the
+    template mmCIF folder and fed to a network with template stacks."""
+    params = tmp_path / "params"
+    tiny_checkpoint(params, "tiny_templates_ptm", seed=5, no_templates=False)
+    case = MSAS / "openfold_test_query"
+    sequence = query_of(case / "bfd_uniclust_hits.a3m")
+    fasta = write_fasta(tmp_path / "q.fasta", {"openfold_test_query": sequence})
+    out = tmp_path / "out"
+    assert _run(fasta, "--output-dir", out, "--params-dir", params, "--model-preset",
+                "tiny_templates_ptm", "--num-recycle", 0, "--alignments-dir", MSAS,
+                "--templates", "--template-mmcif-dir", SHARED_DATA / "structures" / "mmcif",
+                "--max-template-date", "2100-01-01", "--max-msa", "8:16") == 0
+    d = out / "openfold_test_query"
+    feats = feature_io.load_features(d / "features.npz")
+    names = [n.decode() for n in feats["template_domain_names"]]
+    assert len(names) >= 2 and "1hf9_B" not in [n.lower() for n in names]  # no mmCIF for 1HF9
+    assert feats["template_all_atom_positions"].shape == (len(names), len(sequence), 37, 3)
+    assert "pdb70_hits.hhr" in os.listdir(d / "msas")
+    assert read_json(d / "ranking_debug.json")["order"] == ["tiny_templates_ptm"]
 
 
 def test_bundled_example_runs(tiny_params: Path, tmp_path: Path) -> None:

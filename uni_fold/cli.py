@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import datetime
 import glob
 import logging
@@ -110,6 +111,23 @@ def _date(text: str) -> str:
     return text
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults shown where they say something; the ``--snake_case`` aliases hidden."""
+
+    def _format_action_invocation(self, action: argparse.Action) -> str:
+        shown = [o for o in action.option_strings if not (o.startswith("--") and "_" in o)]
+        if shown and len(shown) < len(action.option_strings):
+            action = copy.copy(action)
+            action.option_strings = shown
+        return super()._format_action_invocation(action)
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or any(action.default is v for v in (None, False, argparse.SUPPRESS)):
+            return text
+        return super()._get_help_string(action) or text
+
+
 class _Parser(argparse.ArgumentParser):
     """Every ``--long-option`` is also accepted as ``--long_option`` (AF2's spelling)."""
 
@@ -125,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="predict-structure",
         description="Predict protein structures with Uni-Fold (AlphaFold 2 in PyTorch): "
                     "ranked PDB/mmCIF models with pLDDT, PAE, pTM and plots per target.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=_HelpFormatter)
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="FASTA file(s) (each record one target), directories of FASTA files, "
                         "or ColabFold-style CSV/TSV tables with id,sequence")
@@ -172,7 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models-to-relax", choices=("best", "all"), default="best",
                    help="with --amber: the best prediction or all")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="fp32, or bf16 autocast around the trunk (for GPUs)")
     p.add_argument("--chunk-size", type=_chunk_size, default="auto",
                    help="auto (from length and free memory), none, or a number")
     p.add_argument("--max-length", type=_positive, default=None,
