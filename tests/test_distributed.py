@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -51,6 +52,12 @@ def _args(inputs, out: Path, *sets: str) -> list[str]:
                  "train.ema_decay=0.5", "train_data.crop_size=24", *sets):
         args += ["--set", item]
     return args
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def _run(cmd: list[str]) -> None:
@@ -137,7 +144,7 @@ def test_slurm_script_runs_torchrun_and_resumes(inputs, tmp_path):
         (bin_dir / name).chmod(0o755)
     env = {**ENV, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_JOB_ID": "4242",
            "SLURM_JOB_NODELIST": "localhost", "SLURM_NNODES": "1", "SLURM_CPUS_PER_TASK": "1",
-           "UNI_FOLD_PYTHON": sys.executable, "MASTER_PORT": "29731"}
+           "UNI_FOLD_PYTHON": sys.executable, "MASTER_PORT": str(_free_port())}
     out = tmp_path / "slurm"
     script = str(REPO_ROOT / "scripts" / "train_slurm.sh")
     first = _args(inputs, out)
