@@ -331,6 +331,8 @@ def test_sigkill_then_resume_repeats_the_uninterrupted_run(inputs, tmp_path):
     assert [r["step"] for r in b] == list(range(1, steps + 1))
     for key in ("loss", "fape", "lddt_ca", "grad_norm", "lr"):
         assert [r[key] for r in a] == [r[key] for r in b], key
+    # The rate each update used: warm-up over 3 updates, then the base rate.
+    assert [r["lr"] for r in a[:4]] == pytest.approx([1e-3 / 3, 2e-3 / 3, 1e-3, 1e-3])
     for step in (5, 10):  # validation with the EMA weights, restored from the checkpoint
         for key in ("val_lddt_ca", "val_tm_score", "val_loss"):
             assert a[step - 1][key] == b[step - 1][key], key

@@ -251,6 +251,7 @@ class Trainer:
             residues += float(batch["seq_mask"][0].sum())
             del outputs, terms, loss
         sums[-1] = residues
+        lr = self.scheduler.optimizer.param_groups[0]["lr"]  # the rate of this update
         grad_norm = self._apply_update(kept_total, ds_stepped)
         all_reduce_sum(sums, self.ctx)
         elapsed = time.perf_counter() - start
@@ -261,7 +262,7 @@ class Trainer:
             record[name] = sums[i].item() / count if count else float("nan")
         examples = accum * self.ctx.world_size
         record.update(
-            lr=self.scheduler.get_last_lr()[0],
+            lr=lr,
             grad_norm=grad_norm,
             skipped=grad_norm is None or not math.isfinite(grad_norm),
             skipped_steps=self.skipped_steps,
