@@ -379,3 +379,47 @@ def test_sigterm_checkpoints_the_current_step_and_exits(inputs, tmp_path):
     latest = ckpt.latest_checkpoint(out / "checkpoints")
     assert 2 <= records[-1]["step"] < 200
     assert ckpt.load_trainer_state(latest)["step"] == records[-1]["step"]
+
+
+def test_finetune_starts_from_af2_params(inputs, tmp_path):
+    """``train.init_from`` with an AF2 ``.npz`` (random values in AF2's layout, made by the
+    reference's own parameter shapes) loads strictly, then the finetune stage trains."""
+    import af2_parity
+
+    from uni_fold.train.trainer import load_initial_weights
+
+    setup = af2_parity.ParitySetup(preset="model_3", evoformer_num_block=1,
+                                   extra_msa_stack_num_block=1)
+    npz = af2_parity.save_npz(
+        af2_parity.random_params(af2_parity.reference_config(setup), seed=3),
+        tmp_path / "params_model_3.npz")
+    blocks = ["model.embeddings_and_evoformer.evoformer_num_block=1",
+              "model.embeddings_and_evoformer.extra_msa_stack_num_block=1"]
+    run = build_run_config("model_3", "finetune", parse_set_overrides(blocks))
+    model = AlphaFold(run.model)
+    load_initial_weights(model, npz)
+    expected = AlphaFold.from_alphafold_params(npz, "model_3", evoformer_num_block=1,
+                                               extra_msa_stack_num_block=1)
+    for (name, a), (_, b) in zip(model.state_dict().items(), expected.state_dict().items(),
+                                 strict=True):
+        assert torch.equal(a, b), name
+    with pytest.raises(FileNotFoundError, match="init_from"):
+        load_initial_weights(model, tmp_path / "missing")
+
+    out = tmp_path / "finetune"
+    args = ["--preset", "model_3", "--stage", "finetune", "--mmcif-dir", str(inputs.mmcif_dir),
+            "--alignments-dir", str(inputs.alignments_dir), "--chain-list",
+            str(inputs.chain_list), "--output-dir", str(out), "--max-steps", "1"]
+    for item in (*blocks, f"train.init_from={npz}", "train.num_workers=0",
+                 "train_data.crop_size=16", "data.max_msa_clusters=4", "data.max_extra_msa=4",
+                 "model.num_recycle=0", "train.ema_decay=0"):
+        args += ["--set", item]
+    assert cli_main(args) == 0
+    record = read_metrics(out / "metrics.jsonl")[0]
+    assert record["lr"] == 5e-4 and math.isfinite(record["loss"])
+    # Fine-tuning's loss weights: violations and experimentally resolved are trained.
+    assert "violation_loss" in record and "experimentally_resolved" in record
+    trained = AlphaFold.from_checkpoint(ckpt.latest_checkpoint(out / "checkpoints") / "model")
+    moved = max(float((p - expected.state_dict()[k]).abs().max())
+                for k, p in trained.state_dict().items())
+    assert 0 < moved < 1e-2  # one Adam step of at most lr per weight (plus rounding)
