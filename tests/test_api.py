@@ -187,6 +187,7 @@ def test_parse_target(tmp_path: Path) -> None:
     assert api.parse_target(fasta).name == "sp_P69905_HBA_HUMAN"
     with pytest.raises(ValueError, match=r"<sequence>:2:5: invalid residue letter '\*'"):
         api.parse_target("MKTA*")
+    assert api.parse_target(">../../etc/passwd x\nMKV").name == "etc_passwd"
     with pytest.raises(ValueError, match="holds 2 records"):
         api.parse_target(">a\nMKT\n>b\nMKV\n")
     with pytest.raises(ValueError, match="empty"):

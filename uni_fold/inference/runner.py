@@ -222,7 +222,8 @@ def configure(config: Config, *, num_recycle: int | None = None,
               recycle_early_stop_tolerance: float | None = None,
               max_msa: tuple[int, int] | None = None) -> None:
     """Set run-time choices on a loaded model's config (in place): recycles, the early-stop
-    tolerance (Å), and ``(max_msa_clusters, max_extra_msa)`` (ColabFold's ``--max-msa``)."""
+    tolerance (Å), and ``(max_msa_clusters, max_extra_msa)`` as ColabFold's ``--max-msa``
+    (for template models the template rows count among the clusters, as in AF2)."""
     overrides: dict[str, Any] = {}
     if num_recycle is not None:
         if num_recycle < 0:
@@ -234,8 +235,7 @@ def configure(config: Config, *, num_recycle: int | None = None,
         clusters, extra = max_msa
         if clusters < 1 or extra < 1:
             raise ValueError(f"max_msa must be two positive numbers, got {max_msa}")
-        overrides["data.max_msa_clusters"] = int(clusters) + (
-            config.data.max_templates if config.data.reduce_msa_clusters_by_max_templates else 0)
+        overrides["data.max_msa_clusters"] = int(clusters)
         overrides["data.max_extra_msa"] = int(extra)
     apply_overrides(config, overrides)
 
