@@ -331,9 +331,13 @@ class Trainer:
                     mask = batch["all_atom_mask"][0]
                     pred = out["final_atom_positions"].float()
                     terms = self.loss_fn(out, batch)
+                    ca_mask = mask[:, _CA].cpu()
+                    if not ca_mask.any():
+                        logger.warning("held-out chain %d has no resolved C-alpha; skipped", i)
+                        continue
                     totals += torch.tensor([
                         float(lddt_ca(pred, true, mask)),
-                        tm_score(pred[:, _CA].cpu(), true[:, _CA].cpu(), mask[:, _CA].cpu()),
+                        tm_score(pred[:, _CA].cpu(), true[:, _CA].cpu(), ca_mask),
                         float(terms["loss"]), float(terms.get("fape", float("nan"))), 1.0,
                     ], dtype=torch.float64)
         finally:
