@@ -46,6 +46,7 @@ setup(
         "console_scripts": [
             "precompute-alignments = data_pipeline.precompute:main",
             "download-params = uni_fold.download:main",
+            "predict-structure = uni_fold.cli:main",
         ]
     },
     license="Apache-2.0",
