@@ -47,6 +47,7 @@ setup(
             "precompute-alignments = data_pipeline.precompute:main",
             "download-params = uni_fold.download:main",
             "predict-structure = uni_fold.cli:main",
+            "train-uni-fold = uni_fold.train.cli:main",
         ]
     },
     license="Apache-2.0",
