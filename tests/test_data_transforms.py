@@ -28,15 +28,6 @@ from uni_fold.data.sampling import TorchSampler
 TOL = 1e-6
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: torch's thread pool only adds overhead on the shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def cfg():
     return model_config("model_1_ptm", max_msa_clusters=36, max_extra_msa=100, max_templates=4)

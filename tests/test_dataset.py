@@ -46,15 +46,6 @@ DISTILLED = "6KWC_1"
 DISTILLED_PDB = SHARED_DATA / "reference_outputs/openfold_6kwc/6KWC_1_model_1_ptm_unrelaxed.pdb"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: extra threads only add overhead on the shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _take(sampler, count):
     return list(itertools.islice(sampler, count))
 

@@ -35,14 +35,6 @@ CFG = model_config("model_1_ptm")
 HEADS = CFG.model.heads
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def close(ours, ref, name: str) -> None:
     np.testing.assert_allclose(ours.detach().numpy(), np.asarray(ref), rtol=RTOL, atol=ATOL,
                                err_msg=name)

@@ -37,15 +37,6 @@ REF_CFG = lr.reference_config()
 REF_SM_CFG = REF_CFG.model.heads.structure_module
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: torch's thread pool only adds overhead on the shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def close(ours, ref, name: str, rtol: float = RTOL, atol: float = ATOL) -> None:
     ours = ours.detach().numpy() if isinstance(ours, torch.Tensor) else np.asarray(ours)
     np.testing.assert_allclose(ours, np.asarray(ref), rtol=rtol, atol=atol, err_msg=name)

@@ -25,15 +25,6 @@ TOL = 1e-6
 REFERENCE_ONLY = {"random_crop_to_size_seed"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: torch's thread pool only adds overhead on the shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _config(preset: str, **data):
     cfg = model_config(preset)
     for key, value in data.items():

@@ -39,14 +39,6 @@ def inputs(tmp_path_factory):
                                 [ExampleChain(MMCIF / "1l2y.cif", "A")])
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _cli_args(inputs, out: Path, steps: int, *extra: str) -> list[str]:
     args = ["--preset", "tiny", "--stage", "none", "--mmcif-dir", str(inputs.mmcif_dir),
             "--alignments-dir", str(inputs.alignments_dir), "--chain-list",
