@@ -41,6 +41,9 @@ setup(
         "test": ["pytest>=7", "pytest-xdist>=3", "hypothesis>=6.80"],
         "relax": ["openmm>=8.1", "pdbfixer>=1.9"],
         "reference": REFERENCE,
+        # DeepSpeed builds against the installed torch: install it with
+        # `pip install --no-build-isolation "deepspeed>=0.14"` after torch.
+        "deepspeed": ["deepspeed>=0.14"],
     },
     entry_points={
         "console_scripts": [
