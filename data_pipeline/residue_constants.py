@@ -23,7 +23,8 @@ import collections
 import functools
 import logging
 import math
-from typing import Final, List, Mapping, Sequence, Tuple
+from collections.abc import Mapping, Sequence
+from typing import Final
 
 import numpy as np
 
@@ -36,7 +37,7 @@ logger = logging.getLogger(__name__)
 # ---------------------------------------------------------------------------------------
 
 #: One-letter codes of the 20 amino acids, in aatype order.
-restypes: List[str] = list(_data.RESTYPES_1)
+restypes: list[str] = list(_data.RESTYPES_1)
 #: One-letter code -> aatype index (0..19).
 restype_order: dict = {letter: i for i, letter in enumerate(restypes)}
 #: Number of standard amino acids (20).
@@ -44,7 +45,7 @@ restype_num: int = len(restypes)
 #: aatype index used for any non-standard residue (20).
 unk_restype_index: int = restype_num
 #: ``restypes`` plus the unknown letter ``X``.
-restypes_with_x: List[str] = restypes + ["X"]
+restypes_with_x: list[str] = restypes + ["X"]
 #: One-letter code (including ``X``) -> index (0..20).
 restype_order_with_x: dict = {letter: i for i, letter in enumerate(restypes_with_x)}
 
@@ -56,7 +57,7 @@ restype_3to1: dict = {three: one for one, three in restype_1to3.items()}
 #: Three-letter name of the unknown residue type.
 unk_restype: str = "UNK"
 #: Three-letter names in aatype order, ``UNK`` last (21 entries).
-resnames: List[str] = [restype_1to3[letter] for letter in restypes] + [unk_restype]
+resnames: list[str] = [restype_1to3[letter] for letter in restypes] + [unk_restype]
 #: Three-letter name -> aatype index (0..20).
 resname_to_idx: dict = {name: i for i, name in enumerate(resnames)}
 
@@ -74,7 +75,7 @@ PDB_MAX_CHAINS: int = len(PDB_CHAIN_IDS)
 # ---------------------------------------------------------------------------------------
 
 #: The 37 heavy-atom names of the atom37 layout.
-atom_types: List[str] = _data.ATOM37_NAMES.split()
+atom_types: list[str] = _data.ATOM37_NAMES.split()
 #: Atom name -> atom37 index.
 atom_order: dict = {name: i for i, name in enumerate(atom_types)}
 #: Number of atom37 slots (37).
@@ -123,9 +124,9 @@ HHBLITS_AA_TO_ID: dict = _make_hhblits_aa_to_id()
 #: HHblits id -> its canonical letter (0..21).
 ID_TO_HHBLITS_AA: dict = dict(enumerate(_data.HHBLITS_ALPHABET))
 #: ``restypes_with_x`` plus the gap ``-`` (22 entries; our MSA index order).
-restypes_with_x_and_gap: List[str] = restypes + ["X", "-"]
+restypes_with_x_and_gap: list[str] = restypes + ["X", "-"]
 #: HHblits id -> our index (into ``restypes_with_x_and_gap``); tuple of 22 ints.
-MAP_HHBLITS_AATYPE_TO_OUR_AATYPE: Tuple[int, ...] = tuple(
+MAP_HHBLITS_AATYPE_TO_OUR_AATYPE: tuple[int, ...] = tuple(
     restypes_with_x_and_gap.index(ID_TO_HHBLITS_AA[i])
     for i in range(len(restypes_with_x_and_gap))
 )
@@ -210,13 +211,13 @@ chi_angles_atoms: dict = {
 }
 
 #: [20][4] floats: 1.0 where chi k exists for the residue type (aatype order, no UNK).
-chi_angles_mask: List[List[float]] = [
+chi_angles_mask: list[list[float]] = [
     [1.0 if k < len(chi_angles_atoms[restype_1to3[r]]) else 0.0 for k in range(4)]
     for r in restypes
 ]
 
 #: [21][4] floats: 1.0 where chi k is only defined modulo pi (UNK row last, all 0).
-chi_pi_periodic: List[List[float]] = [
+chi_pi_periodic: list[list[float]] = [
     [1.0 if (res, k) in _data.PI_PERIODIC_CHIS else 0.0 for k in range(4)]
     for res in resnames
 ]
@@ -304,11 +305,11 @@ residue_atom_renaming_swaps: dict = {
 van_der_waals_radius: dict = dict(_data.VAN_DER_WAALS_RADIUS)
 
 #: C(i)-N(i+1) bond length and its stddev (Angstrom): [any residue, proline].
-between_res_bond_length_c_n: List[float] = list(_data.PEPTIDE_C_N_LENGTH)
-between_res_bond_length_stddev_c_n: List[float] = list(_data.PEPTIDE_C_N_LENGTH_STDDEV)
+between_res_bond_length_c_n: list[float] = list(_data.PEPTIDE_C_N_LENGTH)
+between_res_bond_length_stddev_c_n: list[float] = list(_data.PEPTIDE_C_N_LENGTH_STDDEV)
 #: [mean, stddev] of cos(C(i)-N(i+1)-CA(i+1)) and of cos(CA(i)-C(i)-N(i+1)).
-between_res_cos_angles_c_n_ca: List[float] = list(_data.PEPTIDE_COS_C_N_CA)
-between_res_cos_angles_ca_c_n: List[float] = list(_data.PEPTIDE_COS_CA_C_N)
+between_res_cos_angles_c_n_ca: list[float] = list(_data.PEPTIDE_COS_C_N_CA)
+between_res_cos_angles_ca_c_n: list[float] = list(_data.PEPTIDE_COS_CA_C_N)
 #: CA(i)-CA(i+1) distance for a trans peptide (Angstrom).
 ca_ca: float = _data.CA_CA_DISTANCE
 
@@ -351,9 +352,9 @@ def _virtual_bond(angle: BondAngle, bond_ab: Bond, bond_bc: Bond) -> Bond:
     return Bond(angle.atom1_name, angle.atom3name, length, stddev)
 
 
-@functools.lru_cache(maxsize=None)
-def load_stereo_chemical_props() -> Tuple[
-    Mapping[str, List[Bond]], Mapping[str, List[Bond]], Mapping[str, List[BondAngle]]
+@functools.cache
+def load_stereo_chemical_props() -> tuple[
+    Mapping[str, list[Bond]], Mapping[str, list[Bond]], Mapping[str, list[BondAngle]]
 ]:
     """Engh & Huber bond lengths and angles per residue, plus the derived virtual bonds.
 
@@ -512,7 +513,7 @@ def _make_default_frames() -> np.ndarray:
 restype_rigid_group_default_frame: np.ndarray = _make_default_frames()
 
 
-def _make_atom14_atom37_maps() -> Tuple[np.ndarray, np.ndarray]:
+def _make_atom14_atom37_maps() -> tuple[np.ndarray, np.ndarray]:
     to37 = np.zeros((restype_num + 1, 14), dtype=np.int32)
     to14 = np.zeros((restype_num + 1, atom_type_num), dtype=np.int32)
     for aatype, res in enumerate(resnames[:-1]):
@@ -528,7 +529,7 @@ def _make_atom14_atom37_maps() -> Tuple[np.ndarray, np.ndarray]:
 restype_atom14_to_atom37, restype_atom37_to_atom14 = _make_atom14_atom37_maps()
 
 
-def _make_ambiguity_tables() -> Tuple[np.ndarray, np.ndarray]:
+def _make_ambiguity_tables() -> tuple[np.ndarray, np.ndarray]:
     is_ambiguous = np.zeros((restype_num + 1, 14), dtype=np.float32)
     renaming = np.tile(np.eye(14, dtype=np.float32), (restype_num + 1, 1, 1))
     for res, swaps in residue_atom_renaming_swaps.items():
@@ -548,7 +549,7 @@ def _make_ambiguity_tables() -> Tuple[np.ndarray, np.ndarray]:
 restype_atom14_is_ambiguous, restype_atom14_renaming_matrices = _make_ambiguity_tables()
 
 
-def _make_rigidgroup_tables() -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _make_rigidgroup_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     base = np.zeros((restype_num + 1, 8, 3), dtype=np.int64)
     mask = np.zeros((restype_num + 1, 8), dtype=np.float32)
     is_ambiguous = np.zeros((restype_num + 1, 8), dtype=np.float32)

@@ -76,7 +76,8 @@ def test_preset_equals_af2_config(name):
 def test_af2_preset_names_all_present():
     from alphafold.model import config as af2_config
 
-    monomer = set(af2_config.MODEL_PRESETS["monomer"]) | set(af2_config.MODEL_PRESETS["monomer_ptm"])
+    presets = af2_config.MODEL_PRESETS
+    monomer = set(presets["monomer"]) | set(presets["monomer_ptm"])
     assert monomer == set(MONOMER_PRESETS)
 
 

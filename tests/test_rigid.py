@@ -21,7 +21,8 @@ from uni_fold.geometry import (
     rot_vec_mul,
 )
 
-PROPS = settings(max_examples=50, deadline=None)
+# Derandomized so CI is reproducible: the same 50 examples per property on every run.
+PROPS = settings(max_examples=50, deadline=None, derandomize=True)
 TRANS_SCALE = 30.0  # Angstrom-like magnitudes
 ATOL = 2e-5 * TRANS_SCALE  # fp32 round-off on coordinates of that size
 
@@ -111,7 +112,11 @@ def test_rotations_are_orthonormal_with_det_one(data, shape):
     a, b = data.draw(rigids(shape)), data.draw(rigids(shape))
     update = data.draw(hnp.arrays(np.float32, tuple(shape) + (6,), elements=unit_floats))
     x0, x1, x2 = data.draw(points(shape)), data.draw(points(shape)), data.draw(points(shape))
-    assume(torch.all(torch.linalg.cross(x0 - x1, x2 - x1).norm(dim=-1) > 1e-1))
+    # Gram-Schmidt on nearly collinear points cancels most digits in fp32: require an angle
+    # of at least ~6 degrees between the two edges (sin > 0.1), not just a non-zero area.
+    u, v = x0 - x1, x2 - x1
+    sin = torch.linalg.cross(u, v).norm(dim=-1) / (u.norm(dim=-1) * v.norm(dim=-1) + 1e-12)
+    assume(torch.all(sin > 0.1))
     candidates = [a.rot, a.compose(b).rot, a.invert().rot,
                   a.compose_q_update_vec(torch.from_numpy(update)).rot,
                   Rigid.from_3_points(x0, x1, x2).rot]

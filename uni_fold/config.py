@@ -75,7 +75,9 @@ class TriangleMultiplicationConfig:
 
 
 def _row_attention(num_head: int, dropout: float, **kw: Any) -> Any:
-    return field(default_factory=lambda: AttentionConfig(num_head=num_head, dropout_rate=dropout, **kw))
+    return field(
+        default_factory=lambda: AttentionConfig(num_head=num_head, dropout_rate=dropout, **kw)
+    )
 
 
 @dataclass
@@ -521,7 +523,9 @@ def _coerce(path: str, value: Any, hint: Any) -> Any:
     if dataclasses.is_dataclass(hint):
         if isinstance(value, hint):
             return value
-        raise TypeError(f"config key {path!r} expects a {hint.__name__} or nested keys, got {value!r}")
+        raise TypeError(
+            f"config key {path!r} expects a {hint.__name__} or nested keys, got {value!r}"
+        )
     if hint is bool:
         if isinstance(value, bool):
             return value

@@ -16,8 +16,9 @@ rather than ``matmul``, so TF32 matmul settings on a GPU cannot lower their prec
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence, Union
+from typing import Union
 
 import torch
 
@@ -26,7 +27,7 @@ from uni_fold.geometry.precision import fp32_no_autocast, to_fp32
 logger = logging.getLogger(__name__)
 
 Tensor = torch.Tensor
-BatchIndex = Union[int, slice, Tensor, None, type(Ellipsis), tuple]
+BatchIndex = Union[int, slice, Tensor, None, type(Ellipsis), tuple]  # noqa: UP007
 
 
 def _check_last_dims(x: Tensor, dims: tuple, name: str) -> None:
@@ -230,11 +231,11 @@ class Rigid:
 
     @staticmethod
     def identity(
-        batch_shape: Union[Sequence[int], torch.Size, int],
-        device: Optional[Union[torch.device, str]] = None,
+        batch_shape: Sequence[int] | torch.Size | int,
+        device: torch.device | str | None = None,
         requires_grad: bool = False,
         dtype: torch.dtype = torch.float32,
-    ) -> "Rigid":
+    ) -> Rigid:
         """Identity transforms of batch shape ``batch_shape``."""
         if isinstance(batch_shape, int):
             batch_shape = (batch_shape,)
@@ -247,14 +248,14 @@ class Rigid:
 
     @staticmethod
     @fp32_no_autocast
-    def from_tensor_4x4(m: Tensor) -> "Rigid":
+    def from_tensor_4x4(m: Tensor) -> Rigid:
         """From homogeneous matrices ``[*, 4, 4]`` (rotation top-left, translation in column 3)."""
         _check_last_dims(m, (4, 4), "m")
         return Rigid(m[..., :3, :3], m[..., :3, 3])
 
     @staticmethod
     @fp32_no_autocast
-    def from_quaternion(quat: Tensor, trans: Tensor, normalize: bool = True) -> "Rigid":
+    def from_quaternion(quat: Tensor, trans: Tensor, normalize: bool = True) -> Rigid:
         """From quaternions ``[*, 4]`` (w, x, y, z) and translations ``[*, 3]``.
 
         With ``normalize=False`` the quaternion must already have unit norm.
@@ -266,7 +267,7 @@ class Rigid:
 
     @staticmethod
     @fp32_no_autocast
-    def from_tensor_7(t: Tensor, normalize_quat: bool = True) -> "Rigid":
+    def from_tensor_7(t: Tensor, normalize_quat: bool = True) -> Rigid:
         """From AF2's 7-vector affine layout ``[*, 7]`` = quaternion (4) + translation (3)."""
         _check_last_dims(t, (7,), "t")
         return Rigid.from_quaternion(t[..., :4], t[..., 4:], normalize=normalize_quat)
@@ -275,7 +276,7 @@ class Rigid:
     @fp32_no_autocast
     def from_3_points(
         p_neg_x_axis: Tensor, origin: Tensor, p_xy_plane: Tensor, eps: float = 1e-8
-    ) -> "Rigid":
+    ) -> Rigid:
         """Suppl. Alg. 21 (Jumper et al. 2021): frame from three points by Gram-Schmidt.
 
         The frame is centred on ``origin``; its x axis points from ``p_neg_x_axis`` to
@@ -323,7 +324,7 @@ class Rigid:
     # -- algebra ---------------------------------------------------------------------
 
     @fp32_no_autocast
-    def compose(self, other: "Rigid") -> "Rigid":
+    def compose(self, other: Rigid) -> Rigid:
         """``self ∘ other``: apply ``other`` first, then ``self`` (batch dims broadcast)."""
         if not isinstance(other, Rigid):
             raise TypeError(f"compose expects a Rigid, got {type(other).__name__}")
@@ -332,7 +333,7 @@ class Rigid:
         return Rigid(rot, trans)
 
     @fp32_no_autocast
-    def invert(self) -> "Rigid":
+    def invert(self) -> Rigid:
         """Inverse transform ``x -> rot^T (x - trans)``."""
         rot_inv = invert_rot_mat(self.rot)
         return Rigid(rot_inv, -rot_vec_mul(rot_inv, self.trans))
@@ -354,7 +355,7 @@ class Rigid:
         return rot_vec_mul(invert_rot_mat(self.rot), points - self.trans)
 
     @fp32_no_autocast
-    def compose_q_update_vec(self, update: Tensor) -> "Rigid":
+    def compose_q_update_vec(self, update: Tensor) -> Rigid:
         """Suppl. Alg. 23 (Jumper et al. 2021) lines 2-3: apply a backbone update.
 
         ``update [*, 6]`` = ``(b, c, d, t_x, t_y, t_z)``: the rotation update is the quaternion
@@ -368,25 +369,25 @@ class Rigid:
         trans = self.trans + rot_vec_mul(self.rot, update[..., 3:])
         return Rigid(rot, trans)
 
-    def stop_rot_gradient(self) -> "Rigid":
+    def stop_rot_gradient(self) -> Rigid:
         """Same transform with the rotation detached (AF2 stops rotation gradients between
         structure-module layers); translation gradients still flow."""
         return Rigid(self.rot.detach(), self.trans)
 
     @fp32_no_autocast
-    def scale_translation(self, factor: Union[float, Tensor]) -> "Rigid":
+    def scale_translation(self, factor: float | Tensor) -> Rigid:
         """Same rotation, translation multiplied by ``factor`` (float or broadcastable tensor)."""
         return Rigid(self.rot, self.trans * factor)
 
     # -- tensor-like manipulation over batch dims ------------------------------------
 
-    def __getitem__(self, index: BatchIndex) -> "Rigid":
+    def __getitem__(self, index: BatchIndex) -> Rigid:
         """Index over the batch dims only, e.g. ``frames[:, 0]`` or ``frames[mask]``."""
         idx = index if isinstance(index, tuple) else (index,)
         full = slice(None)
         return Rigid(self.rot[idx + (full, full)], self.trans[idx + (full,)])
 
-    def unsqueeze(self, dim: int) -> "Rigid":
+    def unsqueeze(self, dim: int) -> Rigid:
         """Insert a batch dim of size 1 at ``dim`` (negative counts from the batch end)."""
         ndim = len(self.shape)
         if not -(ndim + 1) <= dim <= ndim:
@@ -395,23 +396,23 @@ class Rigid:
         dim = dim % (ndim + 1)
         return Rigid(self.rot.unsqueeze(dim), self.trans.unsqueeze(dim))
 
-    def reshape(self, *shape: Union[int, Sequence[int]]) -> "Rigid":
+    def reshape(self, *shape: int | Sequence[int]) -> Rigid:
         """Reshape the batch dims to ``shape`` (``-1`` allowed)."""
         new = tuple(shape[0]) if len(shape) == 1 and not isinstance(shape[0], int) else shape
         return Rigid(self.rot.reshape(new + (3, 3)), self.trans.reshape(new + (3,)))
 
-    def view(self, *shape: Union[int, Sequence[int]]) -> "Rigid":
+    def view(self, *shape: int | Sequence[int]) -> Rigid:
         """Like ``reshape`` but with ``Tensor.view`` (no copy; needs compatible strides)."""
         new = tuple(shape[0]) if len(shape) == 1 and not isinstance(shape[0], int) else shape
         return Rigid(self.rot.view(new + (3, 3)), self.trans.view(new + (3,)))
 
-    def expand(self, *shape: Union[int, Sequence[int]]) -> "Rigid":
+    def expand(self, *shape: int | Sequence[int]) -> Rigid:
         """Broadcast the batch dims to ``shape``."""
         new = tuple(shape[0]) if len(shape) == 1 and not isinstance(shape[0], int) else shape
         return Rigid(self.rot.expand(new + (3, 3)), self.trans.expand(new + (3,)))
 
     @staticmethod
-    def cat(rigids: Sequence["Rigid"], dim: int) -> "Rigid":
+    def cat(rigids: Sequence[Rigid], dim: int) -> Rigid:
         """Concatenate along batch dim ``dim``."""
         if len(rigids) == 0:
             raise ValueError("Rigid.cat needs at least one Rigid")
@@ -420,7 +421,7 @@ class Rigid:
                      torch.cat([r.trans for r in rigids], dim=d))
 
     @staticmethod
-    def stack(rigids: Sequence["Rigid"], dim: int) -> "Rigid":
+    def stack(rigids: Sequence[Rigid], dim: int) -> Rigid:
         """Stack along a new batch dim ``dim``."""
         if len(rigids) == 0:
             raise ValueError("Rigid.stack needs at least one Rigid")
@@ -431,7 +432,7 @@ class Rigid:
         return Rigid(torch.stack([r.rot for r in rigids], dim=d),
                      torch.stack([r.trans for r in rigids], dim=d))
 
-    def map_tensor_fn(self, fn: Callable[[Tensor], Tensor]) -> "Rigid":
+    def map_tensor_fn(self, fn: Callable[[Tensor], Tensor]) -> Rigid:
         """Apply ``fn`` to each of the 12 components (shape ``[*]``) separately.
 
         ``fn`` maps a batch-shaped tensor to a new batch shape, e.g.
@@ -443,7 +444,7 @@ class Rigid:
         trans = torch.stack([fn(c) for c in trans_c], dim=-1)
         return Rigid(rot.reshape(rot.shape[:-1] + (3, 3)), trans)
 
-    def to(self, *args, **kwargs) -> "Rigid":
+    def to(self, *args, **kwargs) -> Rigid:
         """Move/cast like ``Tensor.to``; only fp32 and fp64 dtypes are allowed."""
         rot, trans = self.rot.to(*args, **kwargs), self.trans.to(*args, **kwargs)
         if rot.dtype not in (torch.float32, torch.float64):
@@ -451,14 +452,14 @@ class Rigid:
                              "the results (e.g. rigid.apply(x).to(dtype)) instead")
         return Rigid(rot, trans)
 
-    def cuda(self, device: Optional[Union[int, torch.device]] = None) -> "Rigid":
+    def cuda(self, device: int | torch.device | None = None) -> Rigid:
         return Rigid(self.rot.cuda(device), self.trans.cuda(device))
 
-    def cpu(self) -> "Rigid":
+    def cpu(self) -> Rigid:
         return Rigid(self.rot.cpu(), self.trans.cpu())
 
-    def detach(self) -> "Rigid":
+    def detach(self) -> Rigid:
         return Rigid(self.rot.detach(), self.trans.detach())
 
-    def clone(self) -> "Rigid":
+    def clone(self) -> Rigid:
         return Rigid(self.rot.clone(), self.trans.clone())
