@@ -244,10 +244,11 @@ def nest_params(params: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray
 
 def reference_recycling(
     cfg: ml_collections.ConfigDict, nested: dict[str, Any], batch: dict[str, np.ndarray],
-    apply: Any = None,
+    apply: Any = None, recycled_positions: list[np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Raw reference outputs of the last iteration after ``num_recycle`` recycles; pass a
-    jitted ``apply`` (``jax.jit(hk.transform(...).apply)``) to reuse its compilation."""
+    jitted ``apply`` (``jax.jit(hk.transform(...).apply)``) to reuse its compilation, and
+    a list to collect the positions each iteration hands to the next."""
     apply = apply if apply is not None else reference_apply(cfg)
     b = _first_slice(batch, cfg)
     prev = {k: b[k] for k in ("prev_pos", "prev_msa_first_row", "prev_pair")}
@@ -261,6 +262,8 @@ def reference_recycling(
             "prev_msa_first_row": ret["representations"]["msa_first_row"],
             "prev_pair": ret["representations"]["pair"],
         }
+        if recycled_positions is not None and r < cfg.model.num_recycle:
+            recycled_positions.append(prev["prev_pos"])
     return ret
 
 
@@ -274,7 +277,8 @@ def reference_forward(
 ) -> dict[str, np.ndarray]:
     """The reference with recycling: one ``AlphaFoldIteration`` per slice, fp32 state, and
     the confidences of the reference's ``alphafold.common.confidence``."""
-    ret = reference_recycling(cfg, nest_params(params), batch)
+    recycled: list[np.ndarray] = []
+    ret = reference_recycling(cfg, nest_params(params), batch, recycled_positions=recycled)
     seq_mask = batch["seq_mask"][0]
     pae = ret.get("predicted_aligned_error")
     pae_logits = pae["logits"] if pae is not None else None
@@ -285,6 +289,10 @@ def reference_forward(
         "distogram_logits": ret["distogram"]["logits"],
         "masked_msa_logits": ret["masked_msa"]["logits"],
         "experimentally_resolved_logits": ret["experimentally_resolved"]["logits"],
+        "recycling_bin_margin_A": np.asarray(min(
+            (recycling_bin_margin(batch["aatype"][0], pos) for pos in recycled),
+            default=np.inf,
+        )),
     }
     if pae_logits is not None:
         breaks = ret["predicted_aligned_error"]["breaks"]
@@ -337,8 +345,92 @@ def compare(ours: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> dict[str
     return errors
 
 
-def run_parity(setup: ParitySetup, workdir: str | Path) -> ParityResult:
-    """Build features and parameters, run both models, return the errors and timings."""
+def recycling_bin_flips(aatype: np.ndarray, pos_a: np.ndarray, pos_b: np.ndarray) -> int:
+    """Residue pairs whose pseudo-beta distance falls in different bins of the recycling
+    distogram (Suppl. Alg. 32) for two sets of positions ``[N_res, 37, 3]``."""
+    from uni_fold.model.embedders import pseudo_beta
+
+    aatype_t = torch.as_tensor(aatype)
+    lower = torch.linspace(3.25, 20.75, 15, dtype=torch.float64) ** 2
+    d2 = []
+    for pos in (pos_a, pos_b):
+        x, _ = pseudo_beta(aatype_t, torch.as_tensor(np.asarray(pos), dtype=torch.float64))
+        d2.append(((x[:, None] - x[None]) ** 2).sum(-1)[..., None])
+    return int(((d2[0] > lower) != (d2[1] > lower)).any(-1).triu(1).sum())
+
+
+def recycling_bin_margin(aatype: np.ndarray, positions: np.ndarray) -> float:
+    """Smallest distance (Å) of a residue pair's pseudo-beta distance to a bin edge of
+    the recycling distogram (Suppl. Alg. 32). Two fp32 implementations whose positions
+    differ by less than this see the same recycling input."""
+    from uni_fold.model.embedders import pseudo_beta
+
+    x, _ = pseudo_beta(torch.tensor(aatype), torch.tensor(np.array(positions, np.float64)))
+    d = ((x[:, None] - x[None]) ** 2).sum(-1).sqrt()
+    edges = torch.linspace(3.25, 20.75, 15, dtype=torch.float64)
+    i, j = torch.triu_indices(d.shape[0], d.shape[0], 1)
+    return float((d[i, j][:, None] - edges).abs().min())
+
+
+def per_iteration_errors(
+    cfg: ml_collections.ConfigDict,
+    params: dict[str, np.ndarray],
+    batch: dict[str, np.ndarray],
+    model: torch.nn.Module,
+) -> list[dict[str, float]]:
+    """Each recycling iteration of ours fed the reference's recycled state: position and
+    distogram errors, and the recycling-distogram bin flips between the two models' free
+    running positions (a flip is a discontinuity that round-off alone can cause)."""
+    apply, nested = reference_apply(cfg), nest_params(params)
+    b = _first_slice(batch, cfg)
+    ref_prev = {k: b[k] for k in ("prev_pos", "prev_msa_first_row", "prev_pair")}
+    our_prev = {k: torch.from_numpy(v) for k, v in ref_prev.items()}
+    rows = []
+    model.eval()
+    for r in range(cfg.model.num_recycle + 1):
+        sliced = {k: torch.from_numpy(np.ascontiguousarray(v[r])) for k, v in batch.items()}
+        ret = apply(nested, jax.random.PRNGKey(0), {**{k: v[r] for k, v in batch.items()},
+                                                     **ref_prev})
+        ret = jax.tree_util.tree_map(np.asarray, ret)
+        with torch.no_grad():
+            forced = model.iteration(sliced, {k: torch.from_numpy(np.ascontiguousarray(v))
+                                              for k, v in ref_prev.items()})
+            free = model.iteration(sliced, our_prev)
+        ref_pos = ret["structure_module"]["final_atom_positions"]
+        dgram = ret["distogram"]["logits"]
+        rows.append({
+            "iteration": r,
+            "positions_max_A": float(
+                np.abs(forced["final_atom_positions"].numpy() - ref_pos).max()
+            ),
+            "distogram_logits_max_rel": float(
+                np.abs(forced["distogram_logits"].numpy() - dgram).max() / np.abs(dgram).max()
+            ),
+            "free_running_positions_max_A": float(
+                np.abs(free["final_atom_positions"].numpy() - ref_pos).max()
+            ),
+            "recycling_bin_flips": recycling_bin_flips(
+                batch["aatype"][r], free["final_atom_positions"].numpy(), ref_pos
+            ),
+        })
+        ref_prev = {
+            "prev_pos": ref_pos,
+            "prev_msa_first_row": ret["representations"]["msa_first_row"],
+            "prev_pair": ret["representations"]["pair"],
+        }
+        our_prev = {
+            "prev_pos": free["final_atom_positions"],
+            "prev_msa_first_row": free["representations"]["msa_first_row"],
+            "prev_pair": free["representations"]["pair"],
+        }
+    return rows
+
+
+def run_parity(
+    setup: ParitySetup, workdir: str | Path, per_iteration: bool = False
+) -> ParityResult:
+    """Build features and parameters, run both models, return the errors and timings
+    (with ``per_iteration``, also :func:`per_iteration_errors` in ``info``)."""
     from uni_fold.model.alphafold import AlphaFold
 
     timings: dict[str, float] = {}
@@ -369,6 +461,11 @@ def run_parity(setup: ParitySetup, workdir: str | Path) -> ParityResult:
         "num_templates": int(batch["template_mask"][0].sum()) if "template_mask" in batch else 0,
         "num_params": len(params),
     }
+    if per_iteration:
+        t = time.perf_counter()
+        info["per_iteration"] = per_iteration_errors(cfg, params, batch, model)
+        timings["per_iteration_s"] = time.perf_counter() - t
+    info["recycling_bin_margin_A"] = float(ref["recycling_bin_margin_A"])
     return ParityResult(compare(ours, ref), timings, info)
 
 
@@ -380,6 +477,9 @@ __all__ = [
     "ours_forward",
     "processed_features",
     "nest_params",
+    "per_iteration_errors",
+    "recycling_bin_flips",
+    "recycling_bin_margin",
     "random_params",
     "reference_apply",
     "reference_param_shapes",
