@@ -2,8 +2,11 @@
 
 Primitives (``Linear`` with AF2's initialisers, fp32-statistics ``LayerNorm``, gated
 attention), the Evoformer, the runtime knobs (:mod:`uni_fold.model.runtime`) and the AF2
-parameter import tables (:mod:`uni_fold.model.weights`).
+parameter import tables (:mod:`uni_fold.model.weights`), and the whole network:
+:class:`AlphaFold` (``AlphaFold.from_alphafold_params(path, preset)``,
+``AlphaFold.from_checkpoint(dir)``, :func:`save_checkpoint`).
 """
+from uni_fold.model.alphafold import AlphaFold, load_alphafold_params, save_checkpoint
 from uni_fold.model.evoformer import EvoformerBlock, EvoformerStack
 from uni_fold.model.msa import (
     MSAColumnAttention,
@@ -25,6 +28,7 @@ from uni_fold.model.triangle import TriangleAttention, TriangleMultiplication
 from uni_fold.model.weights import load_af2_params
 
 __all__ = [
+    "AlphaFold",
     "Attention",
     "EvoformerBlock",
     "EvoformerStack",
@@ -44,4 +48,6 @@ __all__ = [
     "attention_core",
     "chunk_apply",
     "load_af2_params",
+    "load_alphafold_params",
+    "save_checkpoint",
 ]
