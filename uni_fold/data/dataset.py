@@ -21,6 +21,7 @@ only on the sampler's seed and position, never on worker processes or timing.
 """
 from __future__ import annotations
 
+import abc
 import datetime
 import hashlib
 import logging
@@ -205,7 +206,7 @@ def _folder_files(folder: str) -> list[str]:
 # ---------------------------------------------------------------------- datasets
 
 
-class TrainingSource(torch.utils.data.Dataset):
+class TrainingSource(torch.utils.data.Dataset, abc.ABC):
     """What the training sources share: a chain list, one structure file and one
     alignments folder per chain, filters, sampling weights, the raw-feature cache and
     examples made from sampler keys. Subclasses say where structures are and how a
@@ -258,16 +259,17 @@ class TrainingSource(torch.utils.data.Dataset):
 
     # ------------------------------------------------------- for subclasses
 
+    @abc.abstractmethod
     def structure_path(self, entry: ChainEntry) -> str:
         """The structure file of a chain; FileNotFoundError naming it when absent."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _read_metadata(self, names: Sequence[str]) -> dict[str, ChainMetadata]:
-        raise NotImplementedError
+        """Length, resolution and release date of each named chain."""
 
+    @abc.abstractmethod
     def _build(self, entry: ChainEntry, folder: str) -> dict[str, Any]:
         """Raw features (pipeline + ground truth) of a chain, to be cached."""
-        raise NotImplementedError
 
     def _cache_settings(self) -> list[str]:
         """Settings that change the cached raw features."""

@@ -25,6 +25,7 @@ offending keys.
 """
 from __future__ import annotations
 
+import abc
 import logging
 import math
 import os
@@ -45,15 +46,16 @@ _MAX_NAMES = 5
 # Transforms: AF2 array -> torch layout
 
 
-class Transform:
+class Transform(abc.ABC):
     """Turns an AF2 array into a torch parameter's layout; knows the resulting shape."""
 
+    @abc.abstractmethod
     def out_shape(self, shape: tuple[int, ...]) -> tuple[int, ...] | None:
         """Shape after the transform, or ``None`` if the transform cannot take ``shape``."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def __call__(self, array: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """The array in the torch parameter's layout."""
 
 
 @dataclass(frozen=True)
