@@ -291,15 +291,19 @@ def test_filters_and_weights(dataset, layout, config):
     assert lengths.tolist() == pytest.approx([0.5, 300 / 512, 0.25])
 
 
-def test_metadata_cache_is_reused(layout, config, monkeypatch):
-    assert (layout / "meta.json").exists()
+def test_metadata_cache_is_reused(layout, config, monkeypatch, tmp_path):
+    # Make the cache here: tests may run in any order (and in different pytest-xdist workers).
+    cache = tmp_path / "meta.json"
+    ChainDataset(layout / "mmcif", layout / "aln", layout / "chains.txt", config,
+                 metadata_cache=cache)
+    assert cache.exists()
 
     def fail(*args):
         raise AssertionError("metadata should come from the cache")
 
     monkeypatch.setattr(ChainDataset, "_read_metadata", fail)
     again = ChainDataset(layout / "mmcif", layout / "aln", layout / "chains.txt", config,
-                         metadata_cache=layout / "meta.json")
+                         metadata_cache=cache)
     assert len(again) == 3
 
 

@@ -25,9 +25,8 @@ import numpy as np
 
 from data_pipeline import protein as protein_io
 from data_pipeline import residue_constants as rc
-from uni_fold.config import Config
 from uni_fold.data.chain_list import ChainEntry, ChainMetadata
-from uni_fold.data.dataset import ChainDataset, MixedDataset, PathLike, TrainingSource
+from uni_fold.data.dataset import ChainDataset, MixedDataset, TrainingSource
 from uni_fold.data.train_config import TrainingDataConfig
 
 logger = logging.getLogger(__name__)
@@ -82,22 +81,6 @@ class DistillationDataset(TrainingSource):
     """
 
     pdb_names = False
-
-    def __init__(
-        self,
-        structures_dir: PathLike,
-        alignments_dir: PathLike,
-        chain_list: PathLike | Sequence[ChainEntry | str],
-        config: Config,
-        data_config: TrainingDataConfig | None = None,
-        *,
-        feature_cache_dir: PathLike | None = None,
-        metadata_cache: PathLike | None = None,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(structures_dir, alignments_dir, chain_list, config, data_config,
-                         feature_cache_dir=feature_cache_dir, metadata_cache=metadata_cache,
-                         seed=seed)
 
     def structure_path(self, entry: ChainEntry) -> str:
         names = [entry.name + suffix for suffix in _SUFFIXES]
