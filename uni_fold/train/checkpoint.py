@@ -112,11 +112,15 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _fsync_file(path: str | os.PathLike) -> None:
+    with open(path, "rb+") as handle:
+        os.fsync(handle.fileno())
+
+
 def _fsync_tree(path: Path) -> None:
     for dirpath, _, filenames in os.walk(path):
         for name in filenames:
-            with open(os.path.join(dirpath, name), "rb+") as handle:
-                os.fsync(handle.fileno())
+            _fsync_file(os.path.join(dirpath, name))
         _fsync_dir(Path(dirpath))
 
 
@@ -192,6 +196,10 @@ def save_training_checkpoint(
     _write_json(tmp / f"rank_{ctx.rank}.json", dict(rank_state))
     if sharded_optimizer:
         torch.save(plain_zero_state(optimizer.state_dict()), tmp / f"optimizer_rank{ctx.rank}.pt")
+    if not ctx.is_main:  # a rank flushes its own files (nodes may not share a page cache)
+        for name in (f"rank_{ctx.rank}.json", f"optimizer_rank{ctx.rank}.pt"):
+            if (tmp / name).exists():
+                _fsync_file(tmp / name)
     if ctx.is_main:
         save_checkpoint(model, tmp / MODEL_DIR)
         with ema.swapped_into(model):
@@ -201,9 +209,11 @@ def save_training_checkpoint(
         _write_json(tmp / TRAINER_STATE, {**trainer_state, "step": step,
                                           "world_size": ctx.world_size,
                                           "sharded_optimizer": sharded_optimizer})
-    _fsync_tree(tmp)
+    # Flush once every rank has written: walking the shared folder while another rank still
+    # writes (and renames) its files in it would race.
     barrier(ctx)
     if ctx.is_main:
+        _fsync_tree(tmp)
         if final.exists():  # the same step saved again after a resume
             trash = root / f".tmp-old-{final.name}-{uuid.uuid4().hex[:8]}"
             os.rename(final, trash)
